@@ -1,0 +1,299 @@
+//! Aggregation: the anonymous report ([`AggregatedStats`], the seed's JSON shape) and the local
+//! summary ([`LocalStats`]).
+//!
+//! Definitions (the server's sums rely on them):
+//! * `job_count` = `job_completed` + `job_failed` events (a cancelled job is a `job_failed` with
+//!   outcome `cancelled`); `job_created` is not counted, so a job is never counted twice;
+//! * `file_count` = `file_downloaded` events; `upload_count` = `file_uploaded` events;
+//! * `printer_fleet` = the distinct printers (salted hashes) seen in the period, each with its
+//!   latest known `printer_type`; events without `printer_id` do not count;
+//! * `feature_usage` = the last known state of each feature as of the period's end, as
+//!   `<feature>_enabled: bool` (features never toggled are absent);
+//! * `uptime_hours` = measured up-time inside the period (see [`rollup::uptime_seconds`]),
+//!   rounded to whole hours — never guessed;
+//! * `app_version`, `python_version`, `platform` from the latest `app_start` ("unknown" if none);
+//!   `country_code` from the configuration, else "XX"; `deployment_mode` configured or detected.
+//!
+//! All counts come from hourly rollups; see [`crate::store::rollup`].
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use crate::event::EventType;
+use crate::event::vocab::{DeploymentMode, PrinterType};
+use crate::store::rollup::{self, counters};
+use crate::store::{hour_floor, settings};
+
+/// The report schema version this program produces.
+pub const SCHEMA_VERSION: &str = "1.0";
+
+/// RFC 3339 with whole seconds and `Z`.
+pub mod rfc3339_secs {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes as `2026-11-20T12:00:00Z`.
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Secs, true))
+    }
+
+    /// Parses any RFC 3339 time.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The anonymous weekly report (the seed's `AggregatedStats`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggregatedStats {
+    /// Always [`SCHEMA_VERSION`].
+    pub schema_version: String,
+    /// When the report was built.
+    #[serde(with = "rfc3339_secs")]
+    pub submission_timestamp: DateTime<Utc>,
+    /// Anonymous installation facts.
+    pub installation: InstallationInfo,
+    /// The period covered.
+    pub period: TimePeriod,
+    /// Printers seen.
+    pub printer_fleet: PrinterFleetStats,
+    /// Activity counts.
+    pub usage_stats: UsageStats,
+    /// `error_occurred` events per error type.
+    pub error_summary: BTreeMap<String, u64>,
+}
+
+/// Anonymous installation information.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstallationInfo {
+    /// Random UUID (not derived from anything).
+    pub installation_id: String,
+    /// When this installation was first seen.
+    #[serde(with = "rfc3339_secs")]
+    pub first_seen: DateTime<Utc>,
+    /// Printernizer version from its latest start, or "unknown".
+    pub app_version: String,
+    /// Python version from Printernizer's latest start, or "unknown".
+    pub python_version: String,
+    /// linux, windows, darwin, freebsd, other or unknown.
+    pub platform: String,
+    /// homeassistant, docker, standalone or pi.
+    pub deployment_mode: String,
+    /// ISO 3166-1 alpha-2, "XX" when unknown.
+    pub country_code: String,
+}
+
+/// The period a report covers: `[start, end)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimePeriod {
+    /// Inclusive start.
+    #[serde(with = "rfc3339_secs")]
+    pub start: DateTime<Utc>,
+    /// Exclusive end.
+    #[serde(with = "rfc3339_secs")]
+    pub end: DateTime<Utc>,
+    /// Length in days, rounded.
+    pub duration_days: i64,
+}
+
+/// Printer fleet composition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrinterFleetStats {
+    /// Distinct printers seen.
+    pub printer_count: u64,
+    /// Distinct printer types, sorted.
+    pub printer_types: Vec<String>,
+    /// Printers per type.
+    pub printer_type_counts: BTreeMap<String, u64>,
+}
+
+/// Activity counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageStats {
+    /// Completed + failed jobs.
+    pub job_count: u64,
+    /// Files downloaded from printers.
+    pub file_count: u64,
+    /// Files uploaded to the library.
+    pub upload_count: u64,
+    /// Measured up-time in whole hours.
+    pub uptime_hours: u64,
+    /// `<feature>_enabled` → last known state.
+    pub feature_usage: BTreeMap<String, bool>,
+}
+
+/// Installation facts that do not come from events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstallationContext {
+    /// Reported country code ("XX" when unknown).
+    pub country_code: String,
+    /// Reported deployment mode.
+    pub deployment_mode: DeploymentMode,
+}
+
+/// Builds the report for `[start, end)` at time `now`.
+pub fn aggregate(
+    conn: &Connection,
+    ctx: &InstallationContext,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<AggregatedStats> {
+    let counts = rollup::counts(conn, start, end)?;
+    let fleet = rollup::fleet(conn, start, end)?;
+    let mut printer_type_counts: BTreeMap<String, u64> = BTreeMap::new();
+    for typ in fleet.values() {
+        let typ = typ.as_deref().unwrap_or(PrinterType::Unknown.as_str());
+        *printer_type_counts.entry(typ.to_owned()).or_default() += 1;
+    }
+    let feature_usage = rollup::features_as_of(conn, end)?
+        .into_iter()
+        .map(|(f, on)| (format!("{f}_enabled"), on))
+        .collect();
+    let uptime = rollup::uptime_seconds(conn, start, end)?;
+    let app = rollup::latest_app_start(conn, end)?.unwrap_or_default();
+    let unknown = || "unknown".to_owned();
+
+    Ok(AggregatedStats {
+        schema_version: SCHEMA_VERSION.to_owned(),
+        submission_timestamp: now,
+        installation: InstallationInfo {
+            installation_id: settings::get(conn, settings::INSTALLATION_ID)?.unwrap_or_default(),
+            first_seen: first_seen(conn, now)?,
+            app_version: app
+                .app_version
+                .map_or_else(unknown, |v| v.as_str().to_owned()),
+            python_version: app
+                .python_version
+                .map_or_else(unknown, |v| v.as_str().to_owned()),
+            platform: app.platform.map_or_else(unknown, |p| p.as_str().to_owned()),
+            deployment_mode: ctx.deployment_mode.as_str().to_owned(),
+            country_code: ctx.country_code.clone(),
+        },
+        period: TimePeriod {
+            start,
+            end,
+            duration_days: ((end - start).num_seconds() as f64 / 86_400.0).round() as i64,
+        },
+        printer_fleet: PrinterFleetStats {
+            printer_count: fleet.len() as u64,
+            printer_types: printer_type_counts.keys().cloned().collect(),
+            printer_type_counts,
+        },
+        usage_stats: UsageStats {
+            job_count: counts.of(EventType::JobCompleted) + counts.of(EventType::JobFailed),
+            file_count: counts.of(EventType::FileDownloaded),
+            upload_count: counts.of(EventType::FileUploaded),
+            uptime_hours: ((uptime as f64) / 3600.0).round() as u64,
+            feature_usage,
+        },
+        error_summary: counts.errors,
+    })
+}
+
+fn first_seen(conn: &Connection, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    Ok(settings::get(conn, settings::FIRST_RUN_DATE)?
+        .as_deref()
+        .and_then(crate::store::parse_ts)
+        .unwrap_or(now))
+}
+
+/// The rolling "this week" window at `now`: the current UTC hour and the 167 before it.
+pub fn this_week(now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let end = hour_floor(now) + Duration::hours(1);
+    (end - Duration::days(7), end)
+}
+
+/// Local summary (the seed's `/local` response plus weekly per-type counts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocalStats {
+    /// Random installation id.
+    pub installation_id: String,
+    /// First run.
+    #[serde(with = "rfc3339_secs")]
+    pub first_seen: DateTime<Utc>,
+    /// `enabled` or `disabled`.
+    pub opt_in_status: String,
+    /// Events stored.
+    pub total_events: u64,
+    /// Stored events not yet part of an accepted report.
+    pub pending_events: u64,
+    /// Rolling last 7 days.
+    pub this_week: WeekSummary,
+    /// When the last report was accepted.
+    pub last_submission: Option<String>,
+    /// Reports accepted.
+    pub submission_count: u64,
+}
+
+/// Rolling-week figures (also the Home Assistant sensors).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeekSummary {
+    /// Window start (inclusive).
+    #[serde(with = "rfc3339_secs")]
+    pub start: DateTime<Utc>,
+    /// Window end (exclusive).
+    #[serde(with = "rfc3339_secs")]
+    pub end: DateTime<Utc>,
+    /// Completed + failed jobs.
+    pub job_count: u64,
+    /// Files downloaded.
+    pub file_count: u64,
+    /// Errors.
+    pub error_count: u64,
+    /// Completed jobs.
+    pub jobs_completed: u64,
+    /// Failed (incl. cancelled) jobs.
+    pub jobs_failed: u64,
+    /// Files uploaded.
+    pub upload_count: u64,
+    /// Distinct printers seen.
+    pub printer_count: u64,
+    /// Measured up-time.
+    pub uptime_hours: f64,
+    /// Events per type (all 12 types, zeros included).
+    pub event_counts: BTreeMap<String, u64>,
+}
+
+/// Builds the local summary at `now`.
+pub fn local_stats(conn: &Connection, now: DateTime<Utc>) -> Result<LocalStats> {
+    let (start, end) = this_week(now);
+    let counts = rollup::counts(conn, start, end)?;
+    let printers = rollup::fleet(conn, start, end)?.len() as u64;
+    let uptime = rollup::uptime_seconds(conn, start, end.min(now).max(start))?;
+    Ok(LocalStats {
+        installation_id: settings::get(conn, settings::INSTALLATION_ID)?.unwrap_or_default(),
+        first_seen: first_seen(conn, now)?,
+        opt_in_status: settings::get(conn, settings::OPT_IN_STATUS)?
+            .unwrap_or_else(|| "disabled".into()),
+        total_events: rollup::counter(conn, counters::EVENTS_TOTAL)?,
+        pending_events: rollup::counter(conn, counters::EVENTS_PENDING)?,
+        this_week: WeekSummary {
+            start,
+            end,
+            job_count: counts.of(EventType::JobCompleted) + counts.of(EventType::JobFailed),
+            file_count: counts.of(EventType::FileDownloaded),
+            error_count: counts.of(EventType::ErrorOccurred),
+            jobs_completed: counts.of(EventType::JobCompleted),
+            jobs_failed: counts.of(EventType::JobFailed),
+            upload_count: counts.of(EventType::FileUploaded),
+            printer_count: printers,
+            uptime_hours: (uptime as f64 / 360.0).round() / 10.0,
+            event_counts: EventType::ALL
+                .iter()
+                .map(|t| (t.as_str().to_owned(), counts.of(*t)))
+                .collect(),
+        },
+        last_submission: settings::get(conn, settings::LAST_SUBMISSION_DATE)?,
+        submission_count: settings::get(conn, settings::SUBMISSION_COUNT)?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    })
+}

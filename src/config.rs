@@ -1,0 +1,335 @@
+//! Typed, layered configuration.
+//!
+//! Layers, later wins:
+//! 1. built-in defaults ([`Settings::defaults`]; add-on mode — `SUPERVISOR_TOKEN` set — puts the
+//!    database under `/data`);
+//! 2. `--config FILE` (TOML or JSON, by extension; TOML when unsure);
+//! 3. the Home Assistant add-on options file `/data/options.json` if it exists (path overridable
+//!    with `PRINTERNIZER_STATS_OPTIONS`);
+//! 4. environment variables `PRINTERNIZER_STATS__<SECTION>__<KEY>`, e.g.
+//!    `PRINTERNIZER_STATS__DATABASE__PATH` or `PRINTERNIZER_STATS__LOG_LEVEL`.
+//!
+//! Unknown keys and invalid values are errors that name the key ([`crate::Error::Config`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat};
+use serde::{Deserialize, Serialize};
+
+use crate::event::vocab::DeploymentMode;
+use crate::{Error, Result};
+
+/// Environment variable prefix (`PRINTERNIZER_STATS__SECTION__KEY`).
+pub const ENV_PREFIX: &str = "PRINTERNIZER_STATS";
+/// Environment variable overriding the add-on options file path.
+pub const OPTIONS_ENV: &str = "PRINTERNIZER_STATS_OPTIONS";
+/// The Home Assistant add-on options file.
+pub const ADDON_OPTIONS_PATH: &str = "/data/options.json";
+/// Set by the Supervisor inside an add-on container.
+pub const SUPERVISOR_TOKEN_ENV: &str = "SUPERVISOR_TOKEN";
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where the SQLite database lives.
+    pub database: DatabaseSettings,
+    /// Log verbosity.
+    pub log_level: LogLevel,
+    /// How long raw events are kept.
+    pub retention: RetentionSettings,
+    /// Overrides for the anonymous installation info.
+    #[serde(default)]
+    pub installation: InstallationSettings,
+    /// Submission schedule.
+    pub submission: SubmissionSettings,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// SQLite file (created with its directory when missing).
+    pub path: PathBuf,
+}
+
+/// `log_level`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    /// The `tracing` filter directive.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// `[retention]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Raw events older than this many days are pruned daily (rollups stay). 1–3650.
+    pub days: u32,
+}
+
+/// `[installation]`
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallationSettings {
+    /// ISO 3166-1 alpha-2 country code to report (never derived from an IP address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country_code: Option<String>,
+    /// Overrides the detected deployment mode: homeassistant, docker, standalone, pi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_mode: Option<String>,
+}
+
+/// `[submission]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmissionSettings {
+    /// Days between reports (1–30); also the length of the preview before consent.
+    pub interval_days: u32,
+}
+
+impl Settings {
+    /// Built-in defaults; `addon_mode` puts the database under `/data`.
+    pub fn defaults(addon_mode: bool) -> Self {
+        Self {
+            database: DatabaseSettings {
+                path: if addon_mode {
+                    PathBuf::from("/data/printernizer-stats.db")
+                } else {
+                    PathBuf::from("data/printernizer-stats.db")
+                },
+            },
+            log_level: LogLevel::Info,
+            retention: RetentionSettings { days: 365 },
+            installation: InstallationSettings::default(),
+            submission: SubmissionSettings { interval_days: 7 },
+        }
+    }
+
+    /// Loads the configuration from the process environment.
+    pub fn load(config_file: Option<&Path>) -> Result<Self> {
+        Loader {
+            config_file: config_file.map(Path::to_path_buf),
+            env: std::env::vars().collect(),
+        }
+        .load()
+    }
+
+    /// The validated country-code override, upper-case.
+    pub fn country_code(&self) -> Option<String> {
+        self.installation
+            .country_code
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_ascii_uppercase)
+    }
+
+    /// The validated deployment-mode override.
+    pub fn deployment_mode(&self) -> Option<DeploymentMode> {
+        self.installation
+            .deployment_mode
+            .as_deref()
+            .filter(|m| !m.trim().is_empty())
+            .and_then(DeploymentMode::from_word)
+    }
+
+    /// Checks every value's range; the error names the key.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, msg: String| Err(Error::Config(format!("`{key}`: {msg}")));
+        if self.database.path.as_os_str().is_empty() {
+            return bad("database.path", "must not be empty".into());
+        }
+        if !(1..=3650).contains(&self.retention.days) {
+            return bad(
+                "retention.days",
+                format!("{} is out of range 1–3650", self.retention.days),
+            );
+        }
+        if !(1..=30).contains(&self.submission.interval_days) {
+            return bad(
+                "submission.interval_days",
+                format!("{} is out of range 1–30", self.submission.interval_days),
+            );
+        }
+        if let Some(cc) = self.country_code() {
+            if cc.len() != 2 || !cc.bytes().all(|b| b.is_ascii_uppercase()) {
+                return bad(
+                    "installation.country_code",
+                    format!("`{cc}` is not a two-letter ISO 3166-1 code"),
+                );
+            }
+        }
+        if let Some(mode) = self.installation.deployment_mode.as_deref() {
+            if !mode.trim().is_empty()
+                && matches!(
+                    DeploymentMode::from_word(mode),
+                    None | Some(DeploymentMode::Other)
+                )
+            {
+                return bad(
+                    "installation.deployment_mode",
+                    format!("`{mode}` is not one of homeassistant, docker, standalone, pi"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds [`Settings`] from explicit inputs (the environment is a map, so tests need not touch
+/// the process environment).
+#[derive(Debug, Clone, Default)]
+pub struct Loader {
+    /// `--config FILE`.
+    pub config_file: Option<PathBuf>,
+    /// The environment variables to read.
+    pub env: HashMap<String, String>,
+}
+
+impl Loader {
+    /// Whether this is the Home Assistant add-on (the Supervisor set a token).
+    pub fn addon_mode(&self) -> bool {
+        self.env
+            .get(SUPERVISOR_TOKEN_ENV)
+            .is_some_and(|t| !t.is_empty())
+    }
+
+    /// Merges all layers, deserializes and validates.
+    pub fn load(&self) -> Result<Settings> {
+        let defaults = Config::try_from(&Settings::defaults(self.addon_mode()))
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let mut builder = Config::builder().add_source(defaults);
+
+        if let Some(path) = &self.config_file {
+            if !path.is_file() {
+                return Err(Error::Config(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            let format = match path.extension().and_then(|e| e.to_str()) {
+                Some("json") => FileFormat::Json,
+                _ => FileFormat::Toml,
+            };
+            builder = builder.add_source(File::from(path.as_path()).format(format));
+        }
+
+        let options = self
+            .env
+            .get(OPTIONS_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(ADDON_OPTIONS_PATH));
+        if options.is_file() {
+            builder = builder.add_source(File::from(options.as_path()).format(FileFormat::Json));
+        }
+
+        builder = builder.add_source(
+            Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(self.env.clone().into_iter().collect())),
+        );
+
+        let settings: Settings = builder
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loader(env: &[(&str, &str)]) -> Loader {
+        let mut env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        // Never read a real /data/options.json from the test machine.
+        env.entry(OPTIONS_ENV.into())
+            .or_insert_with(|| "/nonexistent/options.json".into());
+        Loader {
+            config_file: None,
+            env,
+        }
+    }
+
+    #[test]
+    fn defaults_and_addon_mode() {
+        let s = loader(&[]).load().expect("defaults load");
+        assert_eq!(s, Settings::defaults(false));
+        let s = loader(&[("SUPERVISOR_TOKEN", "x")]).load().expect("loads");
+        assert_eq!(
+            s.database.path,
+            PathBuf::from("/data/printernizer-stats.db")
+        );
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "log_level = \"debug\"\n[retention]\ndays = 30\n").expect("write");
+        let opts = dir.path().join("options.json");
+        std::fs::write(
+            &opts,
+            r#"{"retention": {"days": 40}, "installation": {"country_code": "de"}}"#,
+        )
+        .expect("write");
+        let mut l = loader(&[
+            (OPTIONS_ENV, opts.to_str().expect("utf8")),
+            ("PRINTERNIZER_STATS__DATABASE__PATH", "/tmp/x.db"),
+        ]);
+        l.config_file = Some(file);
+        let s = l.load().expect("loads");
+        assert_eq!(s.log_level, LogLevel::Debug);
+        assert_eq!(s.retention.days, 40);
+        assert_eq!(s.country_code().as_deref(), Some("DE"));
+        assert_eq!(s.database.path, PathBuf::from("/tmp/x.db"));
+
+        let s = loader(&[("PRINTERNIZER_STATS__RETENTION__DAYS", "12")])
+            .load()
+            .expect("loads");
+        assert_eq!(s.retention.days, 12);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = |env: &[(&str, &str)]| loader(env).load().expect_err("must fail").to_string();
+        assert!(err(&[("PRINTERNIZER_STATS__RETENTION__DAYS", "0")]).contains("retention.days"));
+        assert!(err(&[("PRINTERNIZER_STATS__RETENTION__DAYS", "abc")]).contains("retention.days"));
+        assert!(err(&[("PRINTERNIZER_STATS__LOG_LEVEL", "loud")]).contains("log_level"));
+        assert!(err(&[("PRINTERNIZER_STATS__RETENTION__DAYZ", "3")]).contains("dayz"));
+        assert!(
+            err(&[("PRINTERNIZER_STATS__INSTALLATION__COUNTRY_CODE", "Germany")])
+                .contains("installation.country_code")
+        );
+        assert!(
+            err(&[("PRINTERNIZER_STATS__INSTALLATION__DEPLOYMENT_MODE", "k8s")])
+                .contains("installation.deployment_mode")
+        );
+    }
+}

@@ -1,0 +1,33 @@
+//! # printernizer-stats
+//!
+//! Privacy-first, opt-in usage statistics for [Printernizer](https://github.com/schmacka/printernizer).
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! MQTT / CLI ──► event::sanitize ──► store (writer thread, SQLite + hourly rollups)
+//!                                       │
+//!                                       ▼
+//!                                  aggregate ──► report / sensors / submission / API
+//! ```
+//!
+//! * [`config`] — typed, layered configuration (defaults < file < add-on options < env).
+//! * [`event`] — the 12 event types, the fixed vocabulary and the allowlist sanitizer.
+//! * [`store`] — SQLite schema, migrations, the single writer thread and read queries.
+//! * [`aggregate`] — `AggregatedStats` (the submission payload) and local statistics.
+//! * [`service`] — the façade the CLI (and later MQTT and HTTP) use: record, opt-in, report, export.
+//!
+//! See `docs/ARCHITECTURE.md` for the module map.
+
+pub mod aggregate;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod export;
+pub mod installation;
+pub mod metrics;
+pub mod service;
+pub mod store;
+
+pub use error::{Error, Result};

@@ -1,0 +1,329 @@
+//! `printernizer-stats` — the command-line edge. Errors become `anyhow` here and an exit code:
+//! 0 ok, 2 invalid usage/input/config, 3 refused by policy, 1 runtime failure.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::{DateTime, Duration, Utc};
+use clap::{Parser, Subcommand};
+use printernizer_stats::clock::SystemClock;
+use printernizer_stats::config::Settings;
+use printernizer_stats::event::{RawEvent, parse_metadata};
+use printernizer_stats::service::{Environment, StatsService};
+use printernizer_stats::store::Inserted;
+use tracing_subscriber::EnvFilter;
+
+/// Privacy-first, opt-in usage statistics for Printernizer.
+#[derive(Debug, Parser)]
+#[command(name = "printernizer-stats", version, about)]
+struct Cli {
+    /// Configuration file (TOML or JSON); see README for all keys.
+    #[arg(long, global = false, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service until Ctrl-C / SIGTERM.
+    Run,
+    /// Print the exact JSON report the next submission would send (a preview when not opted in).
+    Report {
+        /// Period start (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        from: Option<DateTime<Utc>>,
+        /// Period end (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        to: Option<DateTime<Utc>>,
+    },
+    /// Export all local data as JSON (streamed).
+    Export {
+        /// Write to FILE instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Record events by hand.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Delete all local events, rollups and pending reports.
+    DeleteAll {
+        /// Confirm the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Share anonymous usage statistics (refused while DO_NOT_TRACK is set).
+    OptIn,
+    /// Stop sharing usage statistics (local data stays).
+    OptOut,
+    /// Show the opt-in state and what is stored.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// Record one event through the same path MQTT uses.
+    Record {
+        /// One of the 12 event types (e.g. job_completed).
+        event_type: String,
+        /// Metadata as a JSON object.
+        #[arg(long, value_name = "JSON")]
+        metadata: Option<String>,
+        /// When it happened (RFC 3339; default now).
+        #[arg(long, value_parser = parse_time)]
+        timestamp: Option<DateTime<Utc>>,
+        /// Event id (a UUID; a repeated id is stored once).
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e}), e.g. 2026-11-20T12:00:00Z"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("printernizer-stats: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    init_tracing(&settings);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("printernizer-stats: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(execute(cli.command, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<printernizer_stats::Error>())
+                .map_or(1, printernizer_stats::Error::exit_code);
+            eprintln!("printernizer-stats: {}", error_line(&e));
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// One line from an error chain, skipping causes that the previous message already contains.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if !line.contains(&msg) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&msg);
+        }
+    }
+    line
+}
+
+fn init_tracing(settings: &Settings) {
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "printernizer_stats={}",
+            settings.log_level.as_str()
+        ))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
+    let service = StatsService::open(settings, Arc::new(SystemClock), Environment::from_system())
+        .context("cannot open the statistics database")?;
+    let result = dispatch(&service, command).await;
+    service.close().await?;
+    result
+}
+
+async fn dispatch(service: &StatsService, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run => run(service).await,
+        Command::Report { from, to } => {
+            let report = service.report(from, to).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Export { output } => {
+            let n = match &output {
+                Some(path) => {
+                    let file = std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    service.export(file).await?
+                }
+                None => service.export(std::io::stdout()).await?,
+            };
+            if let Some(path) = output {
+                eprintln!("exported {n} events to {}", path.display());
+            }
+            Ok(())
+        }
+        Command::Events {
+            command:
+                EventsCommand::Record {
+                    event_type,
+                    metadata,
+                    timestamp,
+                    id,
+                },
+        } => {
+            let metadata = match metadata {
+                Some(text) => parse_metadata(text.as_bytes())
+                    .map_err(printernizer_stats::Error::Rejected)
+                    .context("--metadata")?,
+                None => serde_json::Value::Null,
+            };
+            let raw = RawEvent {
+                event_type,
+                id,
+                timestamp: timestamp.map(|t| t.to_rfc3339()),
+                metadata,
+            };
+            let (event, outcome) = service.record(&raw).await?;
+            let verb = match outcome {
+                Inserted::New => "recorded",
+                Inserted::Duplicate => "already stored",
+            };
+            println!("{verb} {} {}", event.event_type, event.id);
+            Ok(())
+        }
+        Command::DeleteAll { yes } => {
+            if !yes {
+                return Err(printernizer_stats::Error::InvalidInput(
+                    "delete-all needs --yes to confirm".into(),
+                )
+                .into());
+            }
+            let n = service.delete_all().await?;
+            println!("deleted {n} events");
+            Ok(())
+        }
+        Command::OptIn => {
+            let id = service.opt_in().await?;
+            println!("opted in (installation id {id})");
+            Ok(())
+        }
+        Command::OptOut => {
+            service.opt_out().await?;
+            println!("opted out; local data stays until you run `delete-all --yes`");
+            Ok(())
+        }
+        Command::Status { json } => {
+            let s = service.status().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "opt-in:          {}", s.opt_in_status)?;
+                if let Some(reason) = &s.reason {
+                    writeln!(out, "submission:      {reason}")?;
+                }
+                writeln!(out, "installation id: {}", s.installation_id)?;
+                writeln!(
+                    out,
+                    "first seen:      {}",
+                    s.first_seen.as_deref().unwrap_or("-")
+                )?;
+                writeln!(
+                    out,
+                    "last submission: {}",
+                    s.last_submission.as_deref().unwrap_or("never")
+                )?;
+                writeln!(out, "submissions:     {}", s.submission_count)?;
+                writeln!(
+                    out,
+                    "events stored:   {} ({} not yet reported)",
+                    s.events_total, s.events_pending
+                )?;
+                writeln!(out, "database:        {}", s.database)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The long-running service: prunes daily, stops cleanly on Ctrl-C / SIGTERM.
+async fn run(service: &StatsService) -> anyhow::Result<()> {
+    let status = service.status().await?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        database = %status.database,
+        opt_in = %status.opt_in_status,
+        events = status.events_total,
+        "printernizer-stats started"
+    );
+    let pruner = {
+        let service = service.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::days(1).to_std().unwrap_or_default());
+            loop {
+                tick.tick().await;
+                if let Err(e) = service.prune_expired().await {
+                    tracing::warn!(error = %e, "retention pruning failed; will retry tomorrow");
+                }
+            }
+        })
+    };
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    pruner.abort();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

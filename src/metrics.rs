@@ -1,0 +1,29 @@
+//! In-process counters (rejected messages, duplicates …).
+//!
+//! They are cheap atomics shared by every part of the service; later the MQTT sensors publish
+//! them. They reset when the process restarts (they describe this run, not the data).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of this process's life.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Events accepted and committed.
+    pub events_stored: AtomicU64,
+    /// Events that were already stored (same producer id) and were not stored again.
+    pub events_duplicate: AtomicU64,
+    /// Messages or events rejected (unknown type, malformed, oversized …).
+    pub rejected_messages: AtomicU64,
+}
+
+impl Metrics {
+    /// Adds one to a counter.
+    pub fn incr(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

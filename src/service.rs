@@ -1,0 +1,342 @@
+//! The service façade: what the CLI, MQTT and HTTP front ends call.
+//!
+//! It owns the [`Store`], the [`Sanitizer`] (with the installation's salt) and the policy
+//! decisions: opt-in/out (one source of truth, `usage_settings.opt_in_status`), `DO_NOT_TRACK`,
+//! the report period, retention.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use crate::aggregate::{self, AggregatedStats, InstallationContext, LocalStats, SCHEMA_VERSION};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::event::{RawEvent, Sanitizer, UsageEvent};
+use crate::installation::Probe;
+use crate::metrics::Metrics;
+use crate::store::rollup::{self, counters};
+use crate::store::{Inserted, PendingInsert, Store, fmt_ts, parse_ts, settings};
+use crate::{Error, Result};
+
+/// Settings key: when the user opted in (start of the first report period).
+pub const OPT_IN_DATE: &str = "opt_in_date";
+/// Settings key: end of the last accepted report (start of the next one).
+pub const LAST_REPORT_END: &str = "last_report_end";
+
+/// Facts about the process environment that policy depends on.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    /// `DO_NOT_TRACK` is set to a true value (`1`, `true`, `yes`, `on`).
+    pub do_not_track: bool,
+    /// Deployment detection input.
+    pub probe: Probe,
+}
+
+impl Environment {
+    /// Reads the real process environment.
+    pub fn from_system() -> Self {
+        Self {
+            do_not_track: std::env::var("DO_NOT_TRACK")
+                .map(|v| is_truthy(&v))
+                .unwrap_or(false),
+            probe: Probe::from_system(),
+        }
+    }
+}
+
+/// Whether an environment value means "yes".
+pub fn is_truthy(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on"
+    )
+}
+
+/// Opt-in state and bookkeeping, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// `enabled` or `disabled`.
+    pub opt_in_status: String,
+    /// Whether `DO_NOT_TRACK` forbids opting in.
+    pub do_not_track: bool,
+    /// Why nothing is or would be submitted, if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Random installation id.
+    pub installation_id: String,
+    /// First run.
+    pub first_seen: Option<String>,
+    /// The report schema version consented to.
+    pub privacy_policy_version: Option<String>,
+    /// Last accepted report.
+    pub last_submission: Option<String>,
+    /// Reports accepted.
+    pub submission_count: u64,
+    /// Events stored.
+    pub events_total: u64,
+    /// Events not yet reported.
+    pub events_pending: u64,
+    /// Database file.
+    pub database: String,
+}
+
+/// The usage-statistics service.
+#[derive(Debug, Clone)]
+pub struct StatsService {
+    store: Store,
+    settings: Arc<Settings>,
+    sanitizer: Sanitizer,
+    metrics: Arc<Metrics>,
+    env: Arc<Environment>,
+}
+
+impl StatsService {
+    /// Opens the store and prepares the sanitizer.
+    pub fn open(settings: Settings, clock: Arc<dyn Clock>, env: Environment) -> Result<Self> {
+        let store = Store::open(&settings.database.path, clock)?;
+        let salt = store
+            .read_blocking(|c| settings::get(c, settings::PRINTER_SALT))?
+            .ok_or_else(|| Error::Schema("printer salt missing from usage_settings".into()))?;
+        Ok(Self {
+            sanitizer: Sanitizer::new(salt, settings.retention.days),
+            store,
+            settings: Arc::new(settings),
+            metrics: Arc::new(Metrics::default()),
+            env: Arc::new(env),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Process counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.store.clock().now()
+    }
+
+    /// Sanitizes an event and queues it; the handle resolves after commit. Rejections are
+    /// counted and logged at debug.
+    pub async fn enqueue(&self, raw: &RawEvent) -> Result<(UsageEvent, PendingInsert)> {
+        let event = self.sanitize(raw)?;
+        let pending = self.store.enqueue(event.clone()).await?;
+        Ok((event, pending))
+    }
+
+    /// Sanitizes and stores one event, waiting for the commit.
+    pub async fn record(&self, raw: &RawEvent) -> Result<(UsageEvent, Inserted)> {
+        let (event, pending) = self.enqueue(raw).await?;
+        let outcome = pending.committed().await?;
+        match outcome {
+            Inserted::New => Metrics::incr(&self.metrics.events_stored),
+            Inserted::Duplicate => Metrics::incr(&self.metrics.events_duplicate),
+        }
+        Ok((event, outcome))
+    }
+
+    fn sanitize(&self, raw: &RawEvent) -> Result<UsageEvent> {
+        self.sanitizer.sanitize(raw, self.now()).map_err(|reason| {
+            Metrics::incr(&self.metrics.rejected_messages);
+            tracing::debug!(%reason, "event rejected");
+            Error::Rejected(reason)
+        })
+    }
+
+    /// Whether the user opted in.
+    pub async fn is_opted_in(&self) -> Result<bool> {
+        Ok(self
+            .store
+            .read(|c| settings::get(c, settings::OPT_IN_STATUS))
+            .await?
+            .as_deref()
+            == Some("enabled"))
+    }
+
+    /// Opts in; refused (policy) while `DO_NOT_TRACK` is set. Records the consented schema
+    /// version and, on the first opt-in, the start of the first report period.
+    pub async fn opt_in(&self) -> Result<String> {
+        if self.env.do_not_track {
+            tracing::warn!("opt-in refused: DO_NOT_TRACK is set in the environment");
+            return Err(Error::Policy(
+                "DO_NOT_TRACK is set, so usage statistics cannot be enabled".into(),
+            ));
+        }
+        let id = self
+            .store
+            .write(|tx, now| {
+                let was = settings::get(tx, settings::OPT_IN_STATUS)?;
+                if was.as_deref() != Some("enabled") {
+                    settings::set(tx, settings::OPT_IN_STATUS, "enabled", now)?;
+                    settings::set(tx, OPT_IN_DATE, &fmt_ts(now), now)?;
+                }
+                settings::set(tx, settings::PRIVACY_POLICY_VERSION, SCHEMA_VERSION, now)?;
+                Ok(settings::get(tx, settings::INSTALLATION_ID)?.unwrap_or_default())
+            })
+            .await?;
+        tracing::info!("opted in to anonymous usage statistics");
+        Ok(id)
+    }
+
+    /// Opts out. Local data stays until the user deletes it.
+    pub async fn opt_out(&self) -> Result<()> {
+        self.store
+            .write(|tx, now| settings::set(tx, settings::OPT_IN_STATUS, "disabled", now))
+            .await?;
+        tracing::info!("opted out of usage statistics; local data stays until deleted");
+        Ok(())
+    }
+
+    /// Current state for `status`.
+    pub async fn status(&self) -> Result<Status> {
+        let dnt = self.env.do_not_track;
+        let database = self.settings.database.path.display().to_string();
+        self.store
+            .read(move |c| {
+                let opt_in =
+                    settings::get(c, settings::OPT_IN_STATUS)?.unwrap_or_else(|| "disabled".into());
+                let reason = if dnt {
+                    Some("DO_NOT_TRACK is set: nothing is submitted".to_owned())
+                } else if opt_in != "enabled" {
+                    Some("not opted in: nothing is submitted".to_owned())
+                } else {
+                    None
+                };
+                Ok(Status {
+                    opt_in_status: opt_in,
+                    do_not_track: dnt,
+                    reason,
+                    installation_id: settings::get(c, settings::INSTALLATION_ID)?
+                        .unwrap_or_default(),
+                    first_seen: settings::get(c, settings::FIRST_RUN_DATE)?,
+                    privacy_policy_version: settings::get(c, settings::PRIVACY_POLICY_VERSION)?,
+                    last_submission: settings::get(c, settings::LAST_SUBMISSION_DATE)?,
+                    submission_count: settings::get(c, settings::SUBMISSION_COUNT)?
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                    events_total: rollup::counter(c, counters::EVENTS_TOTAL)?,
+                    events_pending: rollup::counter(c, counters::EVENTS_PENDING)?,
+                    database,
+                })
+            })
+            .await
+    }
+
+    fn context(&self) -> InstallationContext {
+        InstallationContext {
+            country_code: self.settings.country_code().unwrap_or_else(|| "XX".into()),
+            deployment_mode: self
+                .settings
+                .deployment_mode()
+                .unwrap_or_else(|| self.env.probe.deployment_mode()),
+        }
+    }
+
+    /// The period the next report covers at `now`.
+    ///
+    /// Opted in: from the end of the last accepted report (or the opt-in time) to now — so
+    /// consecutive reports are contiguous. Not opted in: the last `submission.interval_days`
+    /// up to now (the preview of a full report).
+    pub async fn next_period(&self) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
+        let end = self.now();
+        let interval = Duration::days(i64::from(self.settings.submission.interval_days));
+        let (opted, last_end, opt_in_date) = self
+            .store
+            .read(|c| {
+                Ok((
+                    settings::get(c, settings::OPT_IN_STATUS)?.as_deref() == Some("enabled"),
+                    settings::get(c, LAST_REPORT_END)?,
+                    settings::get(c, OPT_IN_DATE)?,
+                ))
+            })
+            .await?;
+        if !opted || self.env.do_not_track {
+            return Ok((end - interval, end));
+        }
+        let start = last_end
+            .or(opt_in_date)
+            .as_deref()
+            .and_then(parse_ts)
+            .unwrap_or(end - interval);
+        Ok((start.min(end), end))
+    }
+
+    /// The report for `[from, to)`, or for [`Self::next_period`] when either is missing.
+    pub async fn report(
+        &self,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<AggregatedStats> {
+        let (start, end) = match (from, to) {
+            (None, None) => self.next_period().await?,
+            (from, to) => {
+                let end = to.unwrap_or_else(|| self.now());
+                let start = from.unwrap_or(
+                    end - Duration::days(i64::from(self.settings.submission.interval_days)),
+                );
+                (start, end)
+            }
+        };
+        if start > end {
+            return Err(Error::InvalidInput(format!(
+                "--from ({}) is after --to ({})",
+                fmt_ts(start),
+                fmt_ts(end)
+            )));
+        }
+        let ctx = self.context();
+        let now = self.now();
+        self.store
+            .read(move |c| aggregate::aggregate(c, &ctx, start, end, now))
+            .await
+    }
+
+    /// Local summary.
+    pub async fn local_stats(&self) -> Result<LocalStats> {
+        let now = self.now();
+        self.store
+            .read(move |c| aggregate::local_stats(c, now))
+            .await
+    }
+
+    /// Streams the export to `out` on a blocking thread; returns the number of events.
+    pub async fn export<W: Write + Send + 'static>(&self, out: W) -> Result<u64> {
+        let now = self.now();
+        self.store
+            .read(move |c| crate::export::write_export(c, now, out))
+            .await
+    }
+
+    /// Deletes all local events, rollups and pending reports.
+    pub async fn delete_all(&self) -> Result<u64> {
+        let n = self.store.delete_all().await?;
+        tracing::info!(deleted_events = n, "all local usage statistics deleted");
+        Ok(n)
+    }
+
+    /// Prunes events older than `retention.days`.
+    pub async fn prune_expired(&self) -> Result<u64> {
+        let cutoff = self.now() - Duration::days(i64::from(self.settings.retention.days));
+        let n = self.store.prune(cutoff).await?;
+        if n > 0 {
+            tracing::info!(pruned_events = n, cutoff = %fmt_ts(cutoff), "pruned events past retention");
+        }
+        Ok(n)
+    }
+
+    /// Stops the store after pending writes are committed.
+    pub async fn close(&self) -> Result<()> {
+        self.store.close().await
+    }
+}

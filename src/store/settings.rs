@@ -1,0 +1,79 @@
+//! The `usage_settings` key/value table: one source of truth for opt-in and installation state.
+//!
+//! Keys are the seed's plus [`PRINTER_SALT`]; [`is_secret`] keys never leave the machine (not in
+//! exports, not in reports).
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::fmt_ts;
+use crate::Result;
+
+/// `"enabled"` or `"disabled"`.
+pub const OPT_IN_STATUS: &str = "opt_in_status";
+/// Random UUID identifying this installation anonymously.
+pub const INSTALLATION_ID: &str = "installation_id";
+/// When the store was first created (RFC 3339).
+pub const FIRST_RUN_DATE: &str = "first_run_date";
+/// When the last report was accepted (RFC 3339).
+pub const LAST_SUBMISSION_DATE: &str = "last_submission_date";
+/// How many reports were accepted.
+pub const SUBMISSION_COUNT: &str = "submission_count";
+/// The report schema version the user consented to.
+pub const PRIVACY_POLICY_VERSION: &str = "privacy_policy_version";
+/// Random salt for printer-id hashes. Secret.
+pub const PRINTER_SALT: &str = "printer_salt";
+
+/// Whether a settings key must never be exported or submitted.
+pub fn is_secret(key: &str) -> bool {
+    key == PRINTER_SALT
+}
+
+/// Reads one setting.
+pub fn get(conn: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT value FROM usage_settings WHERE key = ?1",
+            [key],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Writes one setting.
+pub fn set(conn: &Connection, key: &str, value: &str, now: DateTime<Utc>) -> Result<()> {
+    conn.execute(
+        "INSERT INTO usage_settings (key, value, updated_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        params![key, value, fmt_ts(now)],
+    )?;
+    Ok(())
+}
+
+/// Writes a setting only if it is not set yet; returns the value in force.
+pub fn set_default(
+    conn: &Connection,
+    key: &str,
+    value: &str,
+    now: DateTime<Utc>,
+) -> Result<String> {
+    conn.execute(
+        "INSERT OR IGNORE INTO usage_settings (key, value, updated_at) VALUES (?1, ?2, ?3)",
+        params![key, value, fmt_ts(now)],
+    )?;
+    Ok(get(conn, key)?.unwrap_or_else(|| value.to_owned()))
+}
+
+/// All settings that may be shown or exported (secrets left out), sorted by key.
+pub fn all_public(conn: &Connection) -> Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare("SELECT key, value FROM usage_settings ORDER BY key")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (k, v) = row?;
+        if !is_secret(&k) {
+            out.push((k, v));
+        }
+    }
+    Ok(out)
+}
