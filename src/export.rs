@@ -54,7 +54,7 @@ pub fn write_export<W: Write>(conn: &Connection, now: DateTime<Utc>, out: W) -> 
 
     let mut stmt = conn.prepare(
         "SELECT id, event_type, timestamp, coalesce(metadata, '{}'), printer_hash, submitted, created_at
-         FROM usage_events ORDER BY timestamp, id",
+         FROM usage_events ORDER BY rowid",
     )?;
     let mut rows = stmt.query([])?;
     let mut n = 0u64;

@@ -1,0 +1,45 @@
+//! Shared test helpers: a service on a temporary SQLite file with a manual clock.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use printernizer_stats::clock::ManualClock;
+use printernizer_stats::config::Settings;
+use printernizer_stats::service::{Environment, StatsService};
+use tempfile::TempDir;
+
+/// A service on a throw-away database; keep the `TempDir` alive as long as the service.
+pub struct TestService {
+    pub service: StatsService,
+    pub clock: ManualClock,
+    pub dir: TempDir,
+}
+
+pub fn t(s: &str) -> DateTime<Utc> {
+    s.parse().expect("valid RFC 3339 time")
+}
+
+pub fn settings_in(dir: &TempDir) -> Settings {
+    let mut settings = Settings::defaults(false);
+    settings.database.path = dir.path().join("stats.db");
+    settings
+}
+
+pub fn open_at(now: &str) -> TestService {
+    open_with(now, Environment::default(), |_| {})
+}
+
+pub fn open_with(now: &str, env: Environment, tweak: impl FnOnce(&mut Settings)) -> TestService {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = settings_in(&dir);
+    tweak(&mut settings);
+    let clock = ManualClock::new(t(now));
+    let service =
+        StatsService::open(settings, Arc::new(clock.clone()), env).expect("service opens");
+    TestService {
+        service,
+        clock,
+        dir,
+    }
+}
