@@ -170,26 +170,25 @@ impl Settings {
                 format!("{} is out of range 1–30", self.submission.interval_days),
             );
         }
-        if let Some(cc) = self.country_code() {
-            if cc.len() != 2 || !cc.bytes().all(|b| b.is_ascii_uppercase()) {
-                return bad(
-                    "installation.country_code",
-                    format!("`{cc}` is not a two-letter ISO 3166-1 code"),
-                );
-            }
+        if let Some(cc) = self.country_code()
+            && (cc.len() != 2 || !cc.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            return bad(
+                "installation.country_code",
+                format!("`{cc}` is not a two-letter ISO 3166-1 code"),
+            );
         }
-        if let Some(mode) = self.installation.deployment_mode.as_deref() {
-            if !mode.trim().is_empty()
-                && matches!(
-                    DeploymentMode::from_word(mode),
-                    None | Some(DeploymentMode::Other)
-                )
-            {
-                return bad(
-                    "installation.deployment_mode",
-                    format!("`{mode}` is not one of homeassistant, docker, standalone, pi"),
-                );
-            }
+        if let Some(mode) = self.installation.deployment_mode.as_deref()
+            && !mode.trim().is_empty()
+            && matches!(
+                DeploymentMode::from_word(mode),
+                None | Some(DeploymentMode::Other)
+            )
+        {
+            return bad(
+                "installation.deployment_mode",
+                format!("`{mode}` is not one of homeassistant, docker, standalone, pi"),
+            );
         }
         Ok(())
     }

@@ -239,10 +239,8 @@ impl Version {
         {
             return None;
         }
-        if let Some(suffix) = suffix {
-            if !valid_suffix(suffix) {
-                return None;
-            }
+        if suffix.is_some_and(|s| !valid_suffix(s)) {
+            return None;
         }
         Some(Self(s.to_ascii_lowercase()))
     }
@@ -266,7 +264,7 @@ fn valid_suffix(suffix: &str) -> bool {
         return false;
     }
     let digits = rest.strip_prefix('.').unwrap_or(rest);
-    digits.len() <= 3 && digits.bytes().all(|b| b.is_ascii_digit()) && !(rest == ".")
+    digits.len() <= 3 && digits.bytes().all(|b| b.is_ascii_digit()) && rest != "."
 }
 
 impl<'de> serde::Deserialize<'de> for Version {

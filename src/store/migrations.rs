@@ -64,6 +64,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             period_start  TEXT NOT NULL,
             printer_hash  TEXT NOT NULL,
             printer_type  TEXT,
+            first_at      TEXT NOT NULL,
             last_at       TEXT NOT NULL,
             PRIMARY KEY (period_start, printer_hash)
         ) WITHOUT ROWID;

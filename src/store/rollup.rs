@@ -10,7 +10,9 @@
 //! | `error:<error_type>`| number of `error_occurred` events      |
 //! | `feature:<feature>` | 1/0: the last feature state in the hour (`last_at` orders them) |
 //!
-//! `usage_fleet` holds the printers (salted hashes) seen per hour with their latest type.
+//! `usage_fleet` holds the printers (salted hashes) seen per hour with their latest type and
+//! the first and last time each was seen in that hour — enough to tell whether a printer was
+//! seen in a partial hour at either edge of a range without reading events.
 //!
 //! Hours, not days: a report period starts wherever the previous one ended, and a rolling week
 //! ends "now". A query over `[start, end)` sums the whole hours inside from the rollups and
@@ -45,6 +47,7 @@ struct State {
 #[derive(Debug, Clone)]
 struct FleetEntry {
     printer_type: Option<&'static str>,
+    first_at: DateTime<Utc>,
     last_at: DateTime<Utc>,
 }
 
@@ -72,21 +75,21 @@ impl RollupBatch {
             let kind = e.metadata.error_type.map_or("unknown", |t| t.as_str());
             count(format!("error:{kind}"));
         }
-        if let (Some(feature), Some(on)) = (e.metadata.feature, feature_state(e.event_type)) {
-            if feature != Feature::Other {
-                let state = State {
-                    value: i64::from(on),
-                    last_at: ts,
-                };
-                self.states
-                    .entry((hour, format!("feature:{feature}")))
-                    .and_modify(|s| {
-                        if ts >= s.last_at {
-                            *s = state;
-                        }
-                    })
-                    .or_insert(state);
-            }
+        if let (Some(feature), Some(on)) = (e.metadata.feature, feature_state(e.event_type))
+            && feature != Feature::Other
+        {
+            let state = State {
+                value: i64::from(on),
+                last_at: ts,
+            };
+            self.states
+                .entry((hour, format!("feature:{feature}")))
+                .and_modify(|s| {
+                    if ts >= s.last_at {
+                        *s = state;
+                    }
+                })
+                .or_insert(state);
         }
         if let Some(hash) = &e.printer_hash {
             let typ = e.metadata.printer_type.map(|t| t.as_str());
@@ -96,10 +99,12 @@ impl RollupBatch {
                     if typ.is_some() && (f.printer_type.is_none() || ts >= f.last_at) {
                         f.printer_type = typ;
                     }
+                    f.first_at = f.first_at.min(ts);
                     f.last_at = f.last_at.max(ts);
                 })
                 .or_insert(FleetEntry {
                     printer_type: typ,
+                    first_at: ts,
                     last_at: ts,
                 });
         }
@@ -151,13 +156,14 @@ impl RollupBatch {
             ])?;
         }
         let mut fleet_stmt = tx.prepare_cached(
-            "INSERT INTO usage_fleet (period_start, printer_hash, printer_type, last_at)
-             VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO usage_fleet (period_start, printer_hash, printer_type, first_at, last_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(period_start, printer_hash) DO UPDATE SET
                 printer_type = CASE
                     WHEN excluded.printer_type IS NOT NULL
                          AND (printer_type IS NULL OR excluded.last_at >= last_at)
                     THEN excluded.printer_type ELSE printer_type END,
+                first_at = min(first_at, excluded.first_at),
                 last_at = max(last_at, excluded.last_at)",
         )?;
         for ((hour, hash), f) in &self.fleet {
@@ -165,6 +171,7 @@ impl RollupBatch {
                 fmt_ts(*hour),
                 hash,
                 f.printer_type,
+                fmt_ts(f.first_at),
                 fmt_ts(f.last_at)
             ])?;
         }
@@ -317,23 +324,48 @@ pub fn fleet(
             e.1 = at;
         }
     };
+    // Whole hours, and partial hours at the edges told apart by first/last seen: a printer
+    // was seen in [start, next hour) iff its last sighting in start's hour is >= start, and
+    // in [end's hour, end) iff its first sighting in end's hour is < end.
+    let mut ranges: Vec<(&str, String, String)> = Vec::new();
     if let Some((h0, h1)) = s.hours {
-        let mut stmt = conn.prepare_cached(
-            "SELECT printer_hash, printer_type, last_at FROM usage_fleet
-             WHERE period_start >= ?1 AND period_start < ?2",
-        )?;
-        let mut rows = stmt.query(params![fmt_ts(h0), fmt_ts(h1)])?;
-        while let Some(r) = rows.next()? {
-            note(r.get(0)?, r.get(1)?, r.get(2)?);
+        ranges.push((
+            "period_start >= ?1 AND period_start < ?2",
+            fmt_ts(h0),
+            fmt_ts(h1),
+        ));
+    }
+    for (a, b) in &s.edges {
+        if s.hours.is_none() {
+            // A range inside one hour: only the events can tell.
+            let mut stmt = conn.prepare_cached(
+                "SELECT printer_hash, json_extract(metadata, '$.printer_type'), timestamp
+                 FROM usage_events
+                 WHERE timestamp >= ?1 AND timestamp < ?2 AND printer_hash IS NOT NULL",
+            )?;
+            let mut rows = stmt.query(params![fmt_ts(*a), fmt_ts(*b)])?;
+            while let Some(r) = rows.next()? {
+                note(r.get(0)?, r.get(1)?, r.get(2)?);
+            }
+        } else if *a == start {
+            ranges.push((
+                "period_start = ?1 AND last_at >= ?2",
+                fmt_ts(hour_floor(*a)),
+                fmt_ts(*a),
+            ));
+        } else {
+            ranges.push((
+                "period_start = ?1 AND first_at < ?2",
+                fmt_ts(*a),
+                fmt_ts(*b),
+            ));
         }
     }
-    for (a, b) in s.edges {
-        let mut stmt = conn.prepare_cached(
-            "SELECT printer_hash, json_extract(metadata, '$.printer_type'), timestamp
-             FROM usage_events
-             WHERE timestamp >= ?1 AND timestamp < ?2 AND printer_hash IS NOT NULL",
-        )?;
-        let mut rows = stmt.query(params![fmt_ts(a), fmt_ts(b)])?;
+    for (filter, p1, p2) in ranges {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT printer_hash, printer_type, last_at FROM usage_fleet WHERE {filter}"
+        ))?;
+        let mut rows = stmt.query(params![p1, p2])?;
         while let Some(r) = rows.next()? {
             note(r.get(0)?, r.get(1)?, r.get(2)?);
         }
@@ -386,10 +418,10 @@ pub fn features_as_of(conn: &Connection, end: DateTime<Utc>) -> Result<BTreeMap<
         while let Some(r) = rows.next()? {
             let t = EventType::parse(&r.get::<_, String>(0)?).ok();
             let m = parse_metadata(r.get::<_, Option<String>>(1)?);
-            if let (Some(on), Some(f)) = (t.and_then(feature_state), m.feature) {
-                if f != Feature::Other {
-                    out.insert(f, on);
-                }
+            if let (Some(on), Some(f)) = (t.and_then(feature_state), m.feature)
+                && f != Feature::Other
+            {
+                out.insert(f, on);
             }
         }
     }
