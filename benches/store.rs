@@ -70,6 +70,22 @@ fn raw_events(n: usize, start: DateTime<Utc>, span: Duration) -> Vec<RawEvent> {
         .collect()
 }
 
+/// Feeds `events` through the service with up to 8192 writes in flight, then waits for all.
+async fn ingest_all(service: &StatsService, events: &[RawEvent]) {
+    let mut pending = std::collections::VecDeque::new();
+    for raw in events {
+        pending.push_back(service.enqueue(raw).await.expect("queued").1);
+        if pending.len() >= 8192
+            && let Some(p) = pending.pop_front()
+        {
+            p.committed().await.expect("committed");
+        }
+    }
+    for p in pending {
+        p.committed().await.expect("committed");
+    }
+}
+
 fn ingest_ours(n: usize, rt: &tokio::runtime::Runtime) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let now: DateTime<Utc> = "2026-11-20T12:00:00Z".parse().expect("time");
@@ -77,18 +93,7 @@ fn ingest_ours(n: usize, rt: &tokio::runtime::Runtime) -> f64 {
     let events = raw_events(n, now - Duration::days(7), Duration::days(7));
     let started = Instant::now();
     rt.block_on(async {
-        let mut pending = std::collections::VecDeque::new();
-        for raw in &events {
-            pending.push_back(service.enqueue(raw).await.expect("queued").1);
-            if pending.len() >= 8192 {
-                if let Some(p) = pending.pop_front() {
-                    p.committed().await.expect("committed");
-                }
-            }
-        }
-        for p in pending {
-            p.committed().await.expect("committed");
-        }
+        ingest_all(&service, &events).await;
     });
     let rate = n as f64 / started.elapsed().as_secs_f64();
     rt.block_on(service.close()).expect("close");
@@ -207,18 +212,7 @@ fn main() {
     let fill = Instant::now();
     rt.block_on(async {
         let events = raw_events(n, now - Duration::days(7), Duration::days(7));
-        let mut pending = std::collections::VecDeque::new();
-        for raw in &events {
-            pending.push_back(service.enqueue(raw).await.expect("queued").1);
-            if pending.len() >= 8192 {
-                if let Some(p) = pending.pop_front() {
-                    p.committed().await.expect("committed");
-                }
-            }
-        }
-        for p in pending {
-            p.committed().await.expect("committed");
-        }
+        ingest_all(&service, &events).await;
     });
     println!("filled {n} events in {:.1}s", fill.elapsed().as_secs_f64());
 

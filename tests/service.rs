@@ -1,0 +1,229 @@
+//! The service's policy and the report's figures, end to end on a real SQLite file.
+
+mod common;
+
+use chrono::Duration;
+use common::{open_at, open_with, t};
+use printernizer_stats::event::RawEvent;
+use printernizer_stats::installation::Probe;
+use printernizer_stats::service::Environment;
+use serde_json::{Value, json};
+
+async fn record_at(ts: &common::TestService, kind: &str, at: &str, meta: Value) {
+    let mut raw = RawEvent::new(kind, meta);
+    raw.timestamp = Some(at.into());
+    ts.service.record(&raw).await.expect("stored");
+}
+
+#[tokio::test]
+async fn the_report_has_the_seed_shape_and_exact_figures() {
+    let ts = open_with(
+        "2026-11-20T12:00:00Z",
+        Environment {
+            do_not_track: false,
+            probe: Probe {
+                dockerenv: true,
+                ..Probe::default()
+            },
+        },
+        |s| s.installation.country_code = Some("de".into()),
+    );
+    let day = "2026-11-19";
+    record_at(&ts, "app_start", &format!("{day}T08:00:00Z"),
+        json!({"app_version": "2.42.1", "python_version": "3.11.7", "platform": "linux", "deployment_mode": "homeassistant"})).await;
+    for (i, (kind, printer, typ)) in [
+        ("job_completed", "A1", Some("bambu_lab")),
+        ("job_completed", "A1", None),
+        ("job_failed", "P1", Some("prusa")),
+        ("job_created", "P2", Some("prusa")),
+        ("file_downloaded", "A1", None),
+        ("file_uploaded", "", None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut meta = json!({"printer_id": printer});
+        if let Some(typ) = typ {
+            meta["printer_type"] = json!(typ);
+        }
+        record_at(&ts, kind, &format!("{day}T09:{i:02}:00Z"), meta).await;
+    }
+    record_at(
+        &ts,
+        "error_occurred",
+        &format!("{day}T10:00:00Z"),
+        json!({"error_type": "connection_timeout"}),
+    )
+    .await;
+    record_at(
+        &ts,
+        "error_occurred",
+        &format!("{day}T10:01:00Z"),
+        json!({"error_type": "Connection-Timeout"}),
+    )
+    .await;
+    record_at(
+        &ts,
+        "error_occurred",
+        &format!("{day}T10:02:00Z"),
+        json!({"error_type": "my printer exploded"}),
+    )
+    .await;
+    record_at(
+        &ts,
+        "feature_enabled",
+        &format!("{day}T10:03:00Z"),
+        json!({"feature": "timelapse_enabled"}),
+    )
+    .await;
+    record_at(&ts, "app_shutdown", &format!("{day}T18:00:00Z"), json!({})).await;
+
+    let report = ts
+        .service
+        .report(
+            Some(t("2026-11-19T00:00:00Z")),
+            Some(t("2026-11-20T00:00:00Z")),
+        )
+        .await
+        .expect("report");
+    let v = serde_json::to_value(&report).expect("json");
+    assert_eq!(v["schema_version"], "1.0");
+    assert_eq!(v["installation"]["app_version"], "2.42.1");
+    assert_eq!(v["installation"]["python_version"], "3.11.7");
+    assert_eq!(v["installation"]["platform"], "linux");
+    assert_eq!(
+        v["installation"]["deployment_mode"], "docker",
+        "detected, not taken from Printernizer"
+    );
+    assert_eq!(v["installation"]["country_code"], "DE");
+    assert_eq!(
+        v["installation"]["installation_id"].as_str().map(str::len),
+        Some(36)
+    );
+    assert_eq!(
+        v["period"],
+        json!({"start": "2026-11-19T00:00:00Z", "end": "2026-11-20T00:00:00Z", "duration_days": 1})
+    );
+    assert_eq!(
+        v["printer_fleet"],
+        json!({
+            "printer_count": 3,
+            "printer_types": ["bambu_lab", "prusa"],
+            "printer_type_counts": {"bambu_lab": 1, "prusa": 2}
+        })
+    );
+    assert_eq!(
+        v["usage_stats"],
+        json!({
+            "job_count": 2 + 1,
+            "file_count": 1,
+            "upload_count": 1,
+            "uptime_hours": 10,
+            "feature_usage": {"timelapse_enabled": true}
+        })
+    );
+    assert_eq!(
+        v["error_summary"],
+        json!({"connection_timeout": 2, "other": 1})
+    );
+}
+
+#[tokio::test]
+async fn preview_before_consent_then_contiguous_period_from_opt_in() {
+    let ts = open_at("2026-11-20T12:00:00Z");
+    record_at(&ts, "job_completed", "2026-11-20T10:00:00Z", json!({})).await;
+
+    let preview = ts.service.report(None, None).await.expect("preview");
+    assert_eq!(preview.period.start, t("2026-11-13T12:00:00Z"));
+    assert_eq!(preview.period.end, t("2026-11-20T12:00:00Z"));
+    assert_eq!(preview.usage_stats.job_count, 1);
+
+    ts.service.opt_in().await.expect("opt in");
+    ts.clock.advance(Duration::hours(30));
+    record_at(&ts, "job_completed", "2026-11-21T09:00:00Z", json!({})).await;
+    let next = ts.service.report(None, None).await.expect("report");
+    assert_eq!(
+        next.period.start,
+        t("2026-11-20T12:00:00Z"),
+        "starts at the opt-in"
+    );
+    assert_eq!(next.period.end, t("2026-11-21T18:00:00Z"));
+    assert_eq!(
+        next.usage_stats.job_count, 1,
+        "the job before consent is not in it"
+    );
+
+    // Opting in again does not move the start of the period.
+    ts.service.opt_in().await.expect("opt in again");
+    assert_eq!(
+        ts.service
+            .report(None, None)
+            .await
+            .expect("report")
+            .period
+            .start,
+        next.period.start
+    );
+    let status = ts.service.status().await.expect("status");
+    assert_eq!(status.privacy_policy_version.as_deref(), Some("1.0"));
+    assert!(status.reason.is_none());
+}
+
+#[tokio::test]
+async fn do_not_track_refuses_opt_in_and_says_why() {
+    let ts = open_with(
+        "2026-11-20T12:00:00Z",
+        Environment {
+            do_not_track: true,
+            ..Environment::default()
+        },
+        |_| {},
+    );
+    let err = ts.service.opt_in().await.expect_err("refused");
+    assert_eq!(err.exit_code(), 3);
+    assert!(!ts.service.is_opted_in().await.expect("state"));
+    let status = ts.service.status().await.expect("status");
+    assert!(status.do_not_track);
+    assert!(
+        status
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("DO_NOT_TRACK"))
+    );
+}
+
+#[tokio::test]
+async fn retention_prunes_by_the_configured_days() {
+    let ts = open_with("2026-11-20T12:00:00Z", Environment::default(), |s| {
+        s.retention.days = 10
+    });
+    record_at(&ts, "job_completed", "2026-11-11T12:00:00Z", json!({})).await;
+    record_at(&ts, "job_completed", "2026-11-19T12:00:00Z", json!({})).await;
+    ts.clock.advance(Duration::days(2));
+    assert_eq!(ts.service.prune_expired().await.expect("prune"), 1);
+    assert_eq!(
+        ts.service.local_stats().await.expect("local").total_events,
+        1
+    );
+}
+
+#[tokio::test]
+async fn rejected_events_are_counted_and_store_nothing() {
+    let ts = open_at("2026-11-20T12:00:00Z");
+    for raw in [
+        RawEvent::new("job_exploded", json!({})),
+        RawEvent::new("job_completed", json!("a string")),
+    ] {
+        let err = ts.service.record(&raw).await.expect_err("rejected");
+        assert_eq!(err.exit_code(), 2);
+    }
+    let m = ts.service.metrics();
+    assert_eq!(
+        printernizer_stats::metrics::Metrics::get(&m.rejected_messages),
+        2
+    );
+    assert_eq!(
+        ts.service.local_stats().await.expect("local").total_events,
+        0
+    );
+}
