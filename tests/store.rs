@@ -334,3 +334,22 @@ proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn a_clean_close_checkpoints_and_removes_the_wal() {
+    let ts = open_at("2026-11-20T12:00:00Z");
+    ts.service
+        .record(&RawEvent::new("job_completed", json!({})))
+        .await
+        .expect("stored");
+    ts.service
+        .status()
+        .await
+        .expect("a read leaves a pooled reader");
+    let path = ts.service.store().path().to_path_buf();
+    ts.service.close().await.expect("close");
+    drop(ts.service);
+    let wal = path.with_extension("db-wal");
+    assert!(!wal.exists(), "{} left behind", wal.display());
+    assert!(path.exists());
+}

@@ -312,7 +312,15 @@ impl Store {
     }
 
     /// Stops the writer after everything queued before this call is committed.
+    ///
+    /// Idle readers are closed first so that the writer's connection is the last one: only a
+    /// read-write connection can checkpoint the WAL and remove `-wal`/`-shm` on close.
     pub async fn close(&self) -> Result<()> {
+        self.inner
+            .readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let (done, rx) = oneshot::channel();
         if self.inner.tx.send(Command::Shutdown(done)).await.is_ok() {
             let _ = rx.await;
