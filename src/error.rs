@@ -46,6 +46,10 @@ pub enum Error {
     #[error("the store's writer thread is not running")]
     WriterGone,
 
+    /// MQTT connection setup failed (broker lookup, TLS files …).
+    #[error("MQTT: {0}")]
+    Mqtt(String),
+
     /// Reading or writing a file or stream failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -25,8 +25,10 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod export;
+pub mod i18n;
 pub mod installation;
 pub mod metrics;
+pub mod mqtt;
 pub mod service;
 pub mod store;
 

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use printernizer_stats::clock::SystemClock;
 use printernizer_stats::config::Settings;
 use printernizer_stats::event::{RawEvent, parse_metadata};
+use printernizer_stats::mqtt::{self, supervisor};
 use printernizer_stats::service::{Environment, StatsService};
 use printernizer_stats::store::Inserted;
 use tracing_subscriber::EnvFilter;
@@ -273,7 +274,8 @@ async fn dispatch(service: &StatsService, command: Command) -> anyhow::Result<()
     }
 }
 
-/// The long-running service: prunes daily, stops cleanly on Ctrl-C / SIGTERM.
+/// The long-running service: MQTT ingest and discovery, daily pruning; stops cleanly on
+/// Ctrl-C / SIGTERM.
 async fn run(service: &StatsService) -> anyhow::Result<()> {
     let status = service.status().await?;
     tracing::info!(
@@ -295,8 +297,33 @@ async fn run(service: &StatsService) -> anyhow::Result<()> {
             }
         })
     };
+    let settings = service.settings().clone();
+    let mqtt = if settings.mqtt.enabled {
+        let token = std::env::var(printernizer_stats::config::SUPERVISOR_TOKEN_ENV).ok();
+        let url = std::env::var(supervisor::SUPERVISOR_URL_ENV)
+            .unwrap_or_else(|_| supervisor::DEFAULT_SUPERVISOR_URL.into());
+        let client_id = format!(
+            "printernizer-stats-{}",
+            service.stable_tag("mqtt-client-id")
+        );
+        let broker = tokio::select! {
+            broker = mqtt::resolve_broker(&settings.mqtt, token.as_deref(), &url, client_id) => broker?,
+            () = shutdown_signal() => {
+                tracing::info!("shutting down");
+                pruner.abort();
+                return Ok(());
+            }
+        };
+        Some(mqtt::spawn(service.clone(), &settings, &broker))
+    } else {
+        tracing::info!("MQTT disabled (mqtt.enabled = false)");
+        None
+    };
     shutdown_signal().await;
     tracing::info!("shutting down");
+    if let Some(mqtt) = mqtt {
+        mqtt.shutdown().await;
+    }
     pruner.abort();
     Ok(())
 }

@@ -14,6 +14,8 @@ pub struct Metrics {
     pub events_duplicate: AtomicU64,
     /// Messages or events rejected (unknown type, malformed, oversized …).
     pub rejected_messages: AtomicU64,
+    /// MQTT event messages with a name we do not record (acknowledged, not stored).
+    pub ignored_messages: AtomicU64,
 }
 
 impl Metrics {

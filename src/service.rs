@@ -154,6 +154,43 @@ impl StatsService {
         })
     }
 
+    /// Whether `DO_NOT_TRACK` is set.
+    pub fn do_not_track(&self) -> bool {
+        self.env.do_not_track
+    }
+
+    /// A stable, anonymous 8-hex-digit tag for this installation (keyed by the secret salt,
+    /// so it reveals nothing and survives installation-id rotation); used in the MQTT client id.
+    pub fn stable_tag(&self, purpose: &str) -> String {
+        self.sanitizer.keyed_hash(purpose)[..8].to_owned()
+    }
+
+    /// Records a Printernizer availability transition (its `status` topic) as
+    /// `app_start`/`app_shutdown`, so that uptime is measured from it. Repeated `online`
+    /// (retained messages after every reconnect) records nothing.
+    pub async fn printernizer_availability(&self, online: bool) -> Result<()> {
+        let last: Option<String> = self
+            .store
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT event_type FROM usage_events WHERE event_type IN ('app_start', 'app_shutdown')
+                     ORDER BY timestamp DESC LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .ok())
+            })
+            .await?;
+        let up = last.as_deref() == Some("app_start");
+        if online != up {
+            let kind = if online { "app_start" } else { "app_shutdown" };
+            self.record(&RawEvent::new(kind, serde_json::Value::Null))
+                .await?;
+            tracing::info!(online, "Printernizer availability changed");
+        }
+        Ok(())
+    }
+
     /// Whether the user opted in.
     pub async fn is_opted_in(&self) -> Result<bool> {
         Ok(self

@@ -130,6 +130,11 @@ impl Sanitizer {
         }
     }
 
+    /// `printer_hash(salt, input)`: a keyed hash for anything that must be stable but anonymous.
+    pub fn keyed_hash(&self, input: &str) -> String {
+        printer_hash(&self.salt, input)
+    }
+
     /// Validates and sanitizes one event received at `received_at`.
     pub fn sanitize(
         &self,
@@ -185,9 +190,15 @@ impl Sanitizer {
 
     fn plausible_time(&self, ts: Option<&str>, received_at: DateTime<Utc>) -> DateTime<Utc> {
         let Some(ts) = ts else { return received_at };
-        match DateTime::parse_from_rfc3339(ts.trim()) {
+        // RFC 3339, or a naive ISO 8601 time (Python's `datetime.utcnow().isoformat()`) as UTC.
+        let parsed = DateTime::parse_from_rfc3339(ts.trim())
+            .map(|t| t.with_timezone(&Utc))
+            .or_else(|_| {
+                chrono::NaiveDateTime::parse_from_str(ts.trim(), "%Y-%m-%dT%H:%M:%S%.f")
+                    .map(|n| n.and_utc())
+            });
+        match parsed {
             Ok(t) => {
-                let t = t.with_timezone(&Utc);
                 if t > received_at + MAX_TIMESTAMP_SKEW || t < received_at - self.retention {
                     tracing::debug!(
                         timestamp = %t,
@@ -314,6 +325,14 @@ mod tests {
         assert_eq!(
             s.sanitize(&raw, now()).expect("ok").timestamp,
             now() - Duration::hours(1)
+        );
+        raw.timestamp = Some("2026-11-20T11:30:00.123456".into());
+        assert_eq!(
+            s.sanitize(&raw, now()).expect("ok").timestamp,
+            "2026-11-20T11:30:00.123456Z"
+                .parse::<DateTime<Utc>>()
+                .expect("time"),
+            "naive ISO times are UTC"
         );
         for bad in ["2026-11-20T12:06:00Z", "2026-01-01T00:00:00Z", "yesterday"] {
             raw.timestamp = Some(bad.into());

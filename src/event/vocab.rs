@@ -11,7 +11,7 @@
 //! | [`PrinterType`] | bambu_lab, prusa, prusa_core, octoprint, klipper, unknown |
 //! | [`Component`]   | printer_service, job_service, file_service, library_service, download_service, upload_service, camera_service, mqtt_service, api, database, scheduler, slicer, watch_folder, notification_service, usage_statistics, unknown |
 //! | [`Feature`]     | library, timelapse, auto_job_creation, german_compliance, watch_folders, mqtt, camera, slicing, material_tracking, notifications, usage_statistics |
-//! | [`ErrorType`]   | connection_timeout, connection_refused, connection_lost, authentication_failed, printer_offline, printer_error, download_failed, upload_failed, file_not_found, file_too_large, invalid_file, disk_full, permission_denied, database_error, network_error, timeout, invalid_response, parse_error, configuration_error, internal_error, unknown |
+//! | [`ErrorType`]   | connection_timeout, connection_refused, connection_lost, connection_failed, authentication_failed, printer_offline, printer_error, download_failed, upload_failed, file_not_found, file_too_large, invalid_file, disk_full, permission_denied, database_error, network_error, timeout, invalid_response, parse_error, configuration_error, internal_error, unknown |
 //! | [`JobOutcome`]  | completed, failed, cancelled |
 //! | [`Platform`]    | linux, windows, darwin, freebsd, unknown |
 //! | [`DeploymentMode`] | homeassistant, docker, standalone, pi |
@@ -157,6 +157,7 @@ vocabulary! {
         ConnectionTimeout = "connection_timeout",
         ConnectionRefused = "connection_refused",
         ConnectionLost = "connection_lost",
+        ConnectionFailed = "connection_failed",
         AuthenticationFailed = "authentication_failed" | "auth_failed",
         PrinterOffline = "printer_offline",
         PrinterError = "printer_error",

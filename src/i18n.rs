@@ -1,0 +1,66 @@
+//! The service's own user-facing strings (Home Assistant entity names), from `translations/`.
+//!
+//! The catalogs are compiled in; `en` is complete by definition and every other language must
+//! have exactly the same keys (a unit test checks it). A missing key falls back to English.
+
+use std::collections::BTreeMap;
+
+use crate::config::Language;
+
+const EN: &str = include_str!("../translations/en.json");
+const DE: &str = include_str!("../translations/de.json");
+
+/// A string catalog for one language.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    strings: BTreeMap<String, String>,
+    fallback: BTreeMap<String, String>,
+}
+
+fn parse(text: &str) -> BTreeMap<String, String> {
+    // The catalogs are part of the binary and checked by tests; a broken one is a build defect.
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+impl Catalog {
+    /// The catalog for `language`.
+    pub fn new(language: Language) -> Self {
+        let strings = match language {
+            Language::En => EN,
+            Language::De => DE,
+        };
+        Self {
+            strings: parse(strings),
+            fallback: parse(EN),
+        }
+    }
+
+    /// The string for `key` (English if this language lacks it, the key itself if both do).
+    pub fn get<'a>(&'a self, key: &'a str) -> &'a str {
+        self.strings
+            .get(key)
+            .or_else(|| self.fallback.get(key))
+            .map_or(key, String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_language_has_every_key() {
+        let en = parse(EN);
+        assert!(en.len() > 10, "en catalog parses");
+        for (name, text) in [("de", DE)] {
+            let other = parse(text);
+            assert_eq!(
+                en.keys().collect::<Vec<_>>(),
+                other.keys().collect::<Vec<_>>(),
+                "{name} keys differ from en"
+            );
+        }
+        assert_eq!(Catalog::new(Language::De).get("printers"), "Drucker");
+        assert_eq!(Catalog::new(Language::En).get("no_such_key"), "no_such_key");
+    }
+}

@@ -1,0 +1,126 @@
+//! The task that drives rumqttc's event loop.
+//!
+//! It only polls and forwards: incoming publishes and connection changes go to the handler over
+//! an unbounded channel (QoS 1 traffic is bounded by the broker's in-flight window, since we
+//! acknowledge only after commit). It never publishes itself.
+
+use std::time::Duration;
+
+use rand::Rng;
+use rumqttc::{
+    ConnectionError, Event, EventLoop, Incoming, Outgoing, Publish, StateError, mqttbytes,
+};
+use tokio::sync::{mpsc, watch};
+
+use super::{MAX_PACKET_BYTES, MAX_POISON_BYTES};
+
+/// What the connection tells the handler.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// A ConnAck arrived: (re)subscribe and republish.
+    Connected,
+    /// A message arrived.
+    Publish(Publish),
+}
+
+const BACKOFF_START: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// The size of an incoming packet that exceeded our limit, if that is what `e` is.
+fn oversized(e: &ConnectionError) -> Option<usize> {
+    match e {
+        ConnectionError::MqttState(StateError::Deserialization(
+            mqttbytes::Error::PayloadSizeLimitExceeded(size),
+        )) => Some(*size),
+        _ => None,
+    }
+}
+
+/// Full jitter: a random delay in [d/2, d].
+fn jittered(d: Duration) -> Duration {
+    let ms = d.as_millis() as u64;
+    Duration::from_millis(rand::rng().random_range(ms / 2..=ms.max(1)))
+}
+
+pub(crate) async fn run(
+    mut eventloop: EventLoop,
+    tx: mpsc::UnboundedSender<Inbound>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = BACKOFF_START;
+    let mut raised = false;
+    let mut stopping = false;
+    let mut deadline = tokio::time::Instant::now() + Duration::from_secs(3600 * 24 * 365);
+    loop {
+        let event = tokio::select! {
+            event = eventloop.poll() => event,
+            changed = stop.changed(), if !stopping => {
+                if changed.is_err() || *stop.borrow() {
+                    // Keep polling so that the handler's `offline` and DISCONNECT go out.
+                    stopping = true;
+                    deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+                }
+                continue;
+            }
+            () = tokio::time::sleep_until(deadline), if stopping => {
+                tracing::debug!("MQTT disconnect did not complete in time");
+                return;
+            }
+        };
+        match event {
+            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                backoff = BACKOFF_START;
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "connected to MQTT broker"
+                );
+                let _ = tx.send(Inbound::Connected);
+            }
+            Ok(Event::Incoming(Incoming::Publish(publish))) => {
+                let _ = tx.send(Inbound::Publish(publish));
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) if stopping => {
+                tracing::debug!("MQTT disconnected cleanly");
+                return;
+            }
+            Ok(_) => {}
+            Err(e) if stopping => {
+                tracing::debug!(error = %e, "MQTT connection closed while stopping");
+                return;
+            }
+            Err(e) => {
+                if let Some(size) = oversized(&e).filter(|s| *s <= MAX_POISON_BYTES) {
+                    // A persistent session would redeliver this message forever and every
+                    // delivery would break the connection. Read it once with a raised limit;
+                    // the handler rejects it (too large) and acknowledges it.
+                    tracing::warn!(
+                        bytes = size,
+                        limit = MAX_PACKET_BYTES,
+                        "an MQTT message exceeds the packet limit; reconnecting once with a raised limit to reject it"
+                    );
+                    eventloop
+                        .mqtt_options
+                        .set_max_packet_size(size + 1024, MAX_PACKET_BYTES);
+                    raised = true;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                if raised {
+                    eventloop
+                        .mqtt_options
+                        .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+                    raised = false;
+                }
+                let delay = jittered(backoff);
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost; reconnecting");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => {
+                        return;
+                    }
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}

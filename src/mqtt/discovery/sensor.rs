@@ -1,0 +1,149 @@
+//! Statistics sensors, all read from the one retained JSON state topic `<base>/state`.
+//!
+//! `state_class`: `measurement` for rolling 7-day windows (they go up and down), and
+//! `total_increasing` for lifetime counters that only grow (a drop — `delete-all` — reads as a
+//! meter reset, which is what it is). Timestamps have no state class. Technical figures are
+//! `diagnostic`; no sensor is ever `config`.
+
+use serde::Serialize;
+
+use super::{Common, Context, DiscoveryMessage, EntityCategory, json_template};
+
+/// An MQTT sensor.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sensor {
+    /// Common keys.
+    #[serde(flatten)]
+    pub common: Common,
+    /// `<base>/state`.
+    pub state_topic: String,
+    /// `{{ value_json.<object_id> }}`.
+    pub value_template: String,
+    /// Device class.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_class: Option<&'static str>,
+    /// State class.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_class: Option<&'static str>,
+    /// Unit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit_of_measurement: Option<&'static str>,
+}
+
+/// One sensor's definition.
+#[derive(Debug, Clone, Copy)]
+pub struct SensorDef {
+    /// Object id = key in the state JSON = translation key.
+    pub object_id: &'static str,
+    /// Device class.
+    pub device_class: Option<&'static str>,
+    /// State class.
+    pub state_class: Option<&'static str>,
+    /// Unit.
+    pub unit: Option<&'static str>,
+    /// Diagnostic?
+    pub diagnostic: bool,
+    /// Icon.
+    pub icon: Option<&'static str>,
+}
+
+const fn rolling(object_id: &'static str, unit: &'static str, icon: &'static str) -> SensorDef {
+    SensorDef {
+        object_id,
+        device_class: None,
+        state_class: Some("measurement"),
+        unit: Some(unit),
+        diagnostic: false,
+        icon: Some(icon),
+    }
+}
+
+const fn counter(object_id: &'static str, diagnostic: bool, icon: &'static str) -> SensorDef {
+    SensorDef {
+        object_id,
+        device_class: None,
+        state_class: Some("total_increasing"),
+        unit: None,
+        diagnostic,
+        icon: Some(icon),
+    }
+}
+
+const fn timestamp(object_id: &'static str, icon: &'static str) -> SensorDef {
+    SensorDef {
+        object_id,
+        device_class: Some("timestamp"),
+        state_class: None,
+        unit: None,
+        diagnostic: false,
+        icon: Some(icon),
+    }
+}
+
+/// All sensors.
+pub const SENSORS: &[SensorDef] = &[
+    rolling("jobs_week", "jobs", "mdi:printer-3d"),
+    rolling("jobs_completed_week", "jobs", "mdi:check-circle-outline"),
+    rolling("jobs_failed_week", "jobs", "mdi:close-circle-outline"),
+    rolling(
+        "files_downloaded_week",
+        "files",
+        "mdi:file-download-outline",
+    ),
+    rolling("files_uploaded_week", "files", "mdi:file-upload-outline"),
+    rolling("errors_week", "errors", "mdi:alert-circle-outline"),
+    rolling("printers", "printers", "mdi:printer-3d-nozzle"),
+    SensorDef {
+        object_id: "uptime_week",
+        device_class: Some("duration"),
+        state_class: Some("measurement"),
+        unit: Some("h"),
+        diagnostic: false,
+        icon: None,
+    },
+    timestamp("last_submission", "mdi:upload"),
+    timestamp("next_submission", "mdi:calendar-clock"),
+    counter("events_total", true, "mdi:database"),
+    SensorDef {
+        // Pending events go down when a report is accepted: a current value, not a meter.
+        object_id: "events_pending",
+        device_class: None,
+        state_class: Some("measurement"),
+        unit: None,
+        diagnostic: true,
+        icon: Some("mdi:database-clock"),
+    },
+    counter("submissions_total", false, "mdi:counter"),
+    SensorDef {
+        object_id: "installation_id",
+        device_class: None,
+        state_class: None,
+        unit: None,
+        diagnostic: true,
+        icon: Some("mdi:identifier"),
+    },
+    counter("rejected_messages", true, "mdi:message-alert-outline"),
+];
+
+/// Discovery messages for all sensors.
+pub fn all(ctx: Context<'_>) -> Vec<DiscoveryMessage> {
+    SENSORS
+        .iter()
+        .map(|def| {
+            let sensor = Sensor {
+                common: ctx.common(
+                    "sensor",
+                    def.object_id,
+                    def.diagnostic.then_some(EntityCategory::Diagnostic),
+                    def.icon,
+                ),
+                state_topic: ctx.topics.state(),
+                value_template: json_template(def.object_id),
+                device_class: def.device_class,
+                state_class: def.state_class,
+                unit_of_measurement: def.unit,
+            };
+            ctx.message("sensor", def.object_id, &sensor)
+        })
+        .collect()
+}

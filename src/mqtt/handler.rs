@@ -1,0 +1,305 @@
+//! Routing of incoming messages, acknowledgements after commit, and everything we publish.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use rumqttc::{AsyncClient, Publish, QoS, SubscribeFilter};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::connection::Inbound;
+use super::discovery::{self, Context};
+use super::ingest::{Mapped, map_event};
+use super::state::StatePayload;
+use super::topics::Topics;
+use crate::Error;
+use crate::i18n::Catalog;
+use crate::metrics::Metrics;
+use crate::service::StatsService;
+use crate::store::{Inserted, PendingInsert};
+
+/// How often the state is republished without a change (rolling windows move).
+pub(crate) const STATE_REFRESH: Duration = Duration::from_secs(300);
+/// Debounce of state publishing after a change.
+pub(crate) const STATE_DEBOUNCE: Duration = Duration::from_secs(1);
+
+/// State shared by the MQTT tasks.
+pub(crate) struct Shared {
+    service: StatsService,
+    client: AsyncClient,
+    topics: Topics,
+    catalog: Catalog,
+    birth_delay_max: Duration,
+    printernizer_online: Mutex<Option<bool>>,
+    state_changed: Notify,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        service: StatsService,
+        client: AsyncClient,
+        topics: Topics,
+        catalog: Catalog,
+        birth_delay_max: Duration,
+    ) -> Self {
+        Self {
+            service,
+            client,
+            topics,
+            catalog,
+            birth_delay_max,
+            printernizer_online: Mutex::new(None),
+            state_changed: Notify::new(),
+        }
+    }
+
+    fn online(&self) -> Option<bool> {
+        *self
+            .printernizer_online
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn publish(&self, topic: String, retain: bool, payload: impl Into<Vec<u8>>) {
+        if let Err(e) = self
+            .client
+            .publish(topic.clone(), QoS::AtLeastOnce, retain, payload)
+            .await
+        {
+            tracing::warn!(%topic, error = %e, "cannot queue MQTT publish");
+        }
+    }
+
+    /// Availability, discovery, the switch state and the sensor state.
+    async fn publish_all(&self) {
+        self.publish(self.topics.availability(), true, "online")
+            .await;
+        let ctx = Context {
+            topics: &self.topics,
+            catalog: &self.catalog,
+        };
+        for message in discovery::all(ctx) {
+            self.publish(message.topic, true, message.payload).await;
+        }
+        self.publish_opt_in_state().await;
+        self.publish_state().await;
+    }
+
+    async fn publish_opt_in_state(&self) {
+        let on = match self.service.is_opted_in().await {
+            Ok(on) => on && !self.service.do_not_track(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the opt-in state");
+                return;
+            }
+        };
+        self.publish(
+            self.topics.opt_in_state(),
+            true,
+            if on { "ON" } else { "OFF" },
+        )
+        .await;
+    }
+
+    async fn publish_state(&self) {
+        match self.service.local_stats().await {
+            Ok(local) => {
+                let state =
+                    StatePayload::new(&local, self.service.metrics(), self.online(), false, None);
+                match serde_json::to_vec(&state) {
+                    Ok(json) => self.publish(self.topics.state(), true, json).await,
+                    Err(e) => tracing::warn!(error = %e, "cannot serialize the state"),
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot compute the local statistics"),
+        }
+    }
+
+    async fn subscribe(&self) {
+        let filters = [
+            self.topics.events_filter(),
+            self.topics.printernizer_status(),
+            self.topics.ha_status(),
+            self.topics.opt_in_set(),
+            self.topics.submit_now(),
+        ]
+        .into_iter()
+        .map(|path| SubscribeFilter::new(path, QoS::AtLeastOnce));
+        if let Err(e) = self.client.subscribe_many(filters).await {
+            tracing::warn!(error = %e, "cannot queue MQTT subscriptions");
+        }
+    }
+}
+
+/// An acknowledgement, sent in arrival order.
+struct Ack {
+    publish: Publish,
+    after: Option<PendingInsert>,
+}
+
+/// Starts the handler, the acknowledger and the state publisher.
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    mut inbound: mpsc::UnboundedReceiver<Inbound>,
+    mut stop: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Ack>();
+    let acker = tokio::spawn(acknowledge(shared.clone(), ack_rx));
+    let publisher = tokio::spawn(state_publisher(shared.clone(), stop.clone()));
+    let router = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                message = inbound.recv() => match message {
+                    Some(Inbound::Connected) => {
+                        shared.subscribe().await;
+                        shared.publish_all().await;
+                    }
+                    Some(Inbound::Publish(publish)) => route(&shared, publish, &ack_tx).await,
+                    None => break,
+                },
+                _ = stop.changed() => {
+                    shared.publish(shared.topics.availability(), true, "offline").await;
+                    if let Err(e) = shared.client.disconnect().await {
+                        tracing::debug!(error = %e, "MQTT disconnect not queued");
+                    }
+                    break;
+                }
+            }
+        }
+    });
+    vec![router, acker, publisher]
+}
+
+/// Acknowledges messages in arrival order; an event only after its row is committed.
+async fn acknowledge(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Ack>) {
+    while let Some(Ack { publish, after }) = rx.recv().await {
+        if let Some(pending) = after {
+            match pending.committed().await {
+                Ok(Inserted::New) => {
+                    Metrics::incr(&shared.service.metrics().events_stored);
+                    shared.state_changed.notify_one();
+                }
+                Ok(Inserted::Duplicate) => {
+                    Metrics::incr(&shared.service.metrics().events_duplicate);
+                }
+                Err(e) => {
+                    // Not acknowledged: the broker keeps it and redelivers it after a reconnect.
+                    tracing::error!(error = %e, topic = %publish.topic, "event not stored; leaving it unacknowledged");
+                    continue;
+                }
+            }
+        }
+        if let Err(e) = shared.client.ack(&publish).await {
+            tracing::debug!(error = %e, "MQTT ack not queued");
+        }
+    }
+}
+
+async fn state_publisher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut refresh = tokio::time::interval(STATE_REFRESH);
+    refresh.tick().await;
+    loop {
+        tokio::select! {
+            () = shared.state_changed.notified() => {
+                // Debounce: changes within the next second are published together.
+                tokio::time::sleep(STATE_DEBOUNCE).await;
+            }
+            _ = refresh.tick() => {}
+            _ = stop.changed() => return,
+        }
+        shared.publish_state().await;
+    }
+}
+
+fn reject(shared: &Shared, topic: &str, reason: &dyn std::fmt::Display) {
+    Metrics::incr(&shared.service.metrics().rejected_messages);
+    tracing::warn!(%topic, %reason, "MQTT message rejected");
+    shared.state_changed.notify_one();
+}
+
+async fn route(shared: &Arc<Shared>, publish: Publish, acks: &mpsc::UnboundedSender<Ack>) {
+    let topic = publish.topic.clone();
+    let mut after = None;
+    if let Some(name) = topic.strip_prefix(&shared.topics.events_prefix()) {
+        match map_event(name, &publish.payload) {
+            Ok(Mapped::Event(raw)) => match shared.service.enqueue(&raw).await {
+                Ok((_, pending)) => after = Some(pending),
+                Err(Error::Rejected(reason)) => {
+                    // The service already counted it.
+                    tracing::warn!(%topic, %reason, "MQTT event rejected");
+                    shared.state_changed.notify_one();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, %topic, "cannot queue the event; leaving it unacknowledged");
+                    return;
+                }
+            },
+            Ok(Mapped::Ignored) => {
+                Metrics::incr(&shared.service.metrics().ignored_messages);
+                tracing::debug!(%topic, "event name not recorded; ignored");
+            }
+            Err(reason) => reject(shared, &topic, &reason),
+        }
+    } else if topic == shared.topics.printernizer_status() {
+        printernizer_status(shared, &publish.payload).await;
+    } else if topic == shared.topics.ha_status() {
+        if publish.payload.as_ref() == b"online" {
+            let shared = shared.clone();
+            let max_ms = shared.birth_delay_max.as_millis().max(1000) as u64;
+            let delay = Duration::from_millis(rand::rng().random_range(1000..=max_ms));
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "Home Assistant came online; republishing discovery"
+            );
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                shared.publish_all().await;
+            });
+        }
+    } else if topic == shared.topics.opt_in_set() {
+        match publish.payload.as_ref() {
+            b"ON" => {
+                if let Err(e) = shared.service.opt_in().await {
+                    tracing::warn!(error = %e, "opt-in from Home Assistant refused");
+                }
+            }
+            b"OFF" => {
+                if let Err(e) = shared.service.opt_out().await {
+                    tracing::warn!(error = %e, "opt-out from Home Assistant failed");
+                }
+            }
+            _ => reject(shared, &topic, &"expected ON or OFF"),
+        }
+        shared.publish_opt_in_state().await;
+        shared.state_changed.notify_one();
+    } else if topic == shared.topics.submit_now() {
+        tracing::info!(
+            "\"Submit statistics now\" pressed: submission is not available in this version yet"
+        );
+    }
+    let _ = acks.send(Ack { publish, after });
+}
+
+async fn printernizer_status(shared: &Shared, payload: &[u8]) {
+    let online = match payload.trim_ascii() {
+        b"online" => true,
+        b"offline" => false,
+        _ => {
+            reject(
+                shared,
+                &shared.topics.printernizer_status(),
+                &"expected online or offline",
+            );
+            return;
+        }
+    };
+    *shared
+        .printernizer_online
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(online);
+    if let Err(e) = shared.service.printernizer_availability(online).await {
+        tracing::warn!(error = %e, "cannot record Printernizer's availability");
+    }
+    shared.state_changed.notify_one();
+}

@@ -1,0 +1,119 @@
+//! The Home Assistant Supervisor's MQTT service (`GET /services/mqtt`), for add-on mode.
+//!
+//! Inside the add-on the Supervisor tells us the broker (normally the Mosquitto add-on) and a
+//! user for it. Until a broker provides the service the call fails ("Service not enabled"): we
+//! retry with backoff and say so in the log.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// Environment variable overriding the Supervisor's base URL (tests serve JSON locally).
+pub const SUPERVISOR_URL_ENV: &str = "PRINTERNIZER_STATS_SUPERVISOR_URL";
+/// The Supervisor's base URL inside an add-on.
+pub const DEFAULT_SUPERVISOR_URL: &str = "http://supervisor";
+
+/// Broker coordinates from the Supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerService {
+    /// Host (e.g. `core-mosquitto`).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// TLS?
+    pub ssl: bool,
+    /// User name.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    result: String,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    data: Option<Data>,
+}
+
+#[derive(Deserialize)]
+struct Data {
+    host: String,
+    port: PortValue,
+    #[serde(default)]
+    ssl: bool,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// The port arrives as a number or as a string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PortValue {
+    Number(u16),
+    Text(String),
+}
+
+/// Asks the Supervisor once.
+pub async fn fetch(base_url: &str, token: &str) -> Result<BrokerService> {
+    let url = format!("{}/services/mqtt", base_url.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| Error::Mqtt(format!("HTTP client: {e}")))?;
+    let response = client
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| Error::Mqtt(format!("Supervisor {url}: {e}")))?;
+    let status = response.status();
+    let envelope: Envelope = response.json().await.map_err(|e| {
+        Error::Mqtt(format!(
+            "Supervisor {url} answered {status} with unexpected JSON: {e}"
+        ))
+    })?;
+    let data = match (envelope.result.as_str(), envelope.data) {
+        ("ok", Some(data)) => data,
+        (_, _) => {
+            return Err(Error::Mqtt(format!(
+                "Supervisor has no MQTT service yet ({status}: {})",
+                envelope.message.unwrap_or_else(|| envelope.result.clone())
+            )));
+        }
+    };
+    let port = match data.port {
+        PortValue::Number(p) => p,
+        PortValue::Text(t) => t
+            .trim()
+            .parse()
+            .map_err(|_| Error::Mqtt(format!("Supervisor sent an invalid MQTT port `{t}`")))?,
+    };
+    Ok(BrokerService {
+        host: data.host,
+        port,
+        ssl: data.ssl,
+        username: data.username.filter(|u| !u.is_empty()),
+        password: data.password.filter(|p| !p.is_empty()),
+    })
+}
+
+/// Asks until the Supervisor answers, backing off from 1 s to 60 s.
+pub async fn wait_for(base_url: &str, token: &str) -> BrokerService {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match fetch(base_url, token).await {
+            Ok(service) => return service,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "MQTT broker not available from the Supervisor yet; is the Mosquitto add-on installed and started?");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+}
