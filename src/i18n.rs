@@ -52,14 +52,12 @@ mod tests {
     fn every_language_has_every_key() {
         let en = parse(EN);
         assert!(en.len() > 10, "en catalog parses");
-        for (name, text) in [("de", DE)] {
-            let other = parse(text);
-            assert_eq!(
-                en.keys().collect::<Vec<_>>(),
-                other.keys().collect::<Vec<_>>(),
-                "{name} keys differ from en"
-            );
-        }
+        let de = parse(DE);
+        assert_eq!(
+            en.keys().collect::<Vec<_>>(),
+            de.keys().collect::<Vec<_>>(),
+            "de keys differ from en"
+        );
         assert_eq!(Catalog::new(Language::De).get("printers"), "Drucker");
         assert_eq!(Catalog::new(Language::En).get("no_such_key"), "no_such_key");
     }
