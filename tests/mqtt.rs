@@ -443,3 +443,61 @@ async fn a_2_mib_poison_message_and_garbage_do_not_wedge_the_service() {
     );
     assert!(app.stop(), "clean exit after all that");
 }
+
+/// A stand-in for the Supervisor's `GET /services/mqtt`: answers "not enabled" `failures`
+/// times, then the broker (port as a string, as the real one may send it). Returns its URL and
+/// the Authorization headers it saw.
+fn fake_supervisor(broker_port: u16, failures: usize) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let len = stream.read(&mut buf).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..len]).to_string();
+            let auth = request
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+                .unwrap_or("")
+                .to_owned();
+            sink.lock().expect("lock").push(format!("{} {}", request.lines().next().unwrap_or(""), auth));
+            let (status, body) = if n < failures {
+                ("400 Bad Request", json!({"result": "error", "message": "Service not enabled"}))
+            } else {
+                ("200 OK", json!({"result": "ok", "data": {"addon": "core_mosquitto", "host": "127.0.0.1",
+                    "port": broker_port.to_string(), "ssl": false, "username": "addons", "password": "secret",
+                    "protocol": "3.1.1"}}))
+            };
+            let body = body.to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addon_mode_takes_the_broker_from_the_supervisor_and_retries_until_it_has_one() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (url, seen) = fake_supervisor(broker.port, 1);
+    let client = Client::connect(broker.port, &["printernizer_stats/#"]).await;
+    let app = App::spawn(
+        dir.path(),
+        None,
+        &[("SUPERVISOR_TOKEN", "test-token"), ("PRINTERNIZER_STATS_SUPERVISOR_URL", url.as_str())],
+    );
+    client.wait_for("printernizer_stats/availability", T, |m| m.text() == "online").await;
+    assert!(app.log().contains("MQTT broker not available from the Supervisor yet"), "{}", app.log());
+    let seen = seen.lock().expect("lock").clone();
+    assert!(seen.len() >= 2);
+    assert!(seen.iter().all(|r| r.starts_with("GET /services/mqtt ") && r.contains("Bearer test-token")), "{seen:?}");
+    assert!(!app.log().contains("secret"), "the broker password is never logged");
+}

@@ -115,14 +115,17 @@ pub struct App {
 
 impl App {
     pub fn start(dir: &Path, port: u16, env: &[(&str, &str)]) -> Self {
+        Self::spawn(dir, Some(port), env)
+    }
+
+    /// `run` with no broker configured (add-on mode finds it through the Supervisor).
+    pub fn spawn(dir: &Path, port: Option<u16>, env: &[(&str, &str)]) -> Self {
         let db = dir.join("stats.db");
         let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("printernizer-stats"));
         cmd.arg("run")
             .current_dir(dir)
             .env("PRINTERNIZER_STATS__DATABASE__PATH", &db)
             .env("PRINTERNIZER_STATS_OPTIONS", dir.join("no-options.json"))
-            .env("PRINTERNIZER_STATS__MQTT__HOST", "127.0.0.1")
-            .env("PRINTERNIZER_STATS__MQTT__PORT", port.to_string())
             .env("PRINTERNIZER_STATS__MQTT__BIRTH_DELAY_MAX_S", "1")
             .env("PRINTERNIZER_STATS__LOG_LEVEL", "debug")
             .env_remove("SUPERVISOR_TOKEN")
@@ -130,6 +133,10 @@ impl App {
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if let Some(port) = port {
+            cmd.env("PRINTERNIZER_STATS__MQTT__HOST", "127.0.0.1")
+                .env("PRINTERNIZER_STATS__MQTT__PORT", port.to_string());
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
