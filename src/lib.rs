@@ -30,6 +30,7 @@ pub mod installation;
 pub mod metrics;
 pub mod mqtt;
 pub mod service;
+pub mod simulate;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -63,6 +63,21 @@ enum Command {
     OptIn,
     /// Stop sharing usage statistics (local data stays).
     OptOut,
+    /// Publish a realistic Printernizer event stream to the configured broker.
+    Simulate {
+        /// Number of printers.
+        #[arg(long, default_value_t = 3)]
+        printers: u32,
+        /// Number of event messages.
+        #[arg(long, default_value_t = 100)]
+        events: u64,
+        /// Messages per second (0 = as fast as possible).
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Random seed (the same seed gives the same stream).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Show the opt-in state and what is stored.
     Status {
         /// Print JSON instead of text.
@@ -161,6 +176,37 @@ fn init_tracing(settings: &Settings) {
 }
 
 async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
+    if let Command::Simulate {
+        printers,
+        events,
+        rate,
+        seed,
+    } = command
+    {
+        // Needs only the broker, not the database.
+        let broker = broker_for(
+            &settings,
+            format!("printernizer-stats-simulate-{}", std::process::id()),
+        )
+        .await?;
+        let topics = mqtt::Topics::new(&settings.mqtt);
+        let opts = printernizer_stats::simulate::SimulateOptions {
+            printers,
+            events,
+            rate,
+            seed,
+        };
+        let report = printernizer_stats::simulate::run(&broker, &topics, opts).await?;
+        println!(
+            "published {} messages ({} recordable events) to {}:{} in {:.1}s",
+            report.published,
+            report.recordable,
+            broker.host,
+            broker.port,
+            report.elapsed.as_secs_f64()
+        );
+        return Ok(());
+    }
     let service = StatsService::open(settings, Arc::new(SystemClock), Environment::from_system())
         .context("cannot open the statistics database")?;
     let result = dispatch(&service, command).await;
@@ -171,6 +217,7 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
 async fn dispatch(service: &StatsService, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run => run(service).await,
+        Command::Simulate { .. } => unreachable!("handled before the store is opened"),
         Command::Report { from, to } => {
             let report = service.report(from, to).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -299,15 +346,12 @@ async fn run(service: &StatsService) -> anyhow::Result<()> {
     };
     let settings = service.settings().clone();
     let mqtt = if settings.mqtt.enabled {
-        let token = std::env::var(printernizer_stats::config::SUPERVISOR_TOKEN_ENV).ok();
-        let url = std::env::var(supervisor::SUPERVISOR_URL_ENV)
-            .unwrap_or_else(|_| supervisor::DEFAULT_SUPERVISOR_URL.into());
         let client_id = format!(
             "printernizer-stats-{}",
             service.stable_tag("mqtt-client-id")
         );
         let broker = tokio::select! {
-            broker = mqtt::resolve_broker(&settings.mqtt, token.as_deref(), &url, client_id) => broker?,
+            broker = broker_for(&settings, client_id) => broker?,
             () = shutdown_signal() => {
                 tracing::info!("shutting down");
                 pruner.abort();
@@ -326,6 +370,17 @@ async fn run(service: &StatsService) -> anyhow::Result<()> {
     }
     pruner.abort();
     Ok(())
+}
+
+/// The broker from the configuration (or, in add-on mode, the Supervisor).
+async fn broker_for(
+    settings: &Settings,
+    client_id: String,
+) -> printernizer_stats::Result<mqtt::BrokerConfig> {
+    let token = std::env::var(printernizer_stats::config::SUPERVISOR_TOKEN_ENV).ok();
+    let url = std::env::var(supervisor::SUPERVISOR_URL_ENV)
+        .unwrap_or_else(|_| supervisor::DEFAULT_SUPERVISOR_URL.into());
+    mqtt::resolve_broker(&settings.mqtt, token.as_deref(), &url, client_id).await
 }
 
 async fn shutdown_signal() {

@@ -447,7 +447,10 @@ async fn a_2_mib_poison_message_and_garbage_do_not_wedge_the_service() {
 /// A stand-in for the Supervisor's `GET /services/mqtt`: answers "not enabled" `failures`
 /// times, then the broker (port as a string, as the real one may send it). Returns its URL and
 /// the Authorization headers it saw.
-fn fake_supervisor(broker_port: u16, failures: usize) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+fn fake_supervisor(
+    broker_port: u16,
+    failures: usize,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -464,13 +467,23 @@ fn fake_supervisor(broker_port: u16, failures: usize) -> (String, std::sync::Arc
                 .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
                 .unwrap_or("")
                 .to_owned();
-            sink.lock().expect("lock").push(format!("{} {}", request.lines().next().unwrap_or(""), auth));
+            sink.lock().expect("lock").push(format!(
+                "{} {}",
+                request.lines().next().unwrap_or(""),
+                auth
+            ));
             let (status, body) = if n < failures {
-                ("400 Bad Request", json!({"result": "error", "message": "Service not enabled"}))
+                (
+                    "400 Bad Request",
+                    json!({"result": "error", "message": "Service not enabled"}),
+                )
             } else {
-                ("200 OK", json!({"result": "ok", "data": {"addon": "core_mosquitto", "host": "127.0.0.1",
+                (
+                    "200 OK",
+                    json!({"result": "ok", "data": {"addon": "core_mosquitto", "host": "127.0.0.1",
                     "port": broker_port.to_string(), "ssl": false, "username": "addons", "password": "secret",
-                    "protocol": "3.1.1"}}))
+                    "protocol": "3.1.1"}}),
+                )
             };
             let body = body.to_string();
             let _ = write!(
@@ -492,12 +505,82 @@ async fn addon_mode_takes_the_broker_from_the_supervisor_and_retries_until_it_ha
     let app = App::spawn(
         dir.path(),
         None,
-        &[("SUPERVISOR_TOKEN", "test-token"), ("PRINTERNIZER_STATS_SUPERVISOR_URL", url.as_str())],
+        &[
+            ("SUPERVISOR_TOKEN", "test-token"),
+            ("PRINTERNIZER_STATS_SUPERVISOR_URL", url.as_str()),
+        ],
     );
-    client.wait_for("printernizer_stats/availability", T, |m| m.text() == "online").await;
-    assert!(app.log().contains("MQTT broker not available from the Supervisor yet"), "{}", app.log());
+    client
+        .wait_for("printernizer_stats/availability", T, |m| {
+            m.text() == "online"
+        })
+        .await;
+    assert!(
+        app.log()
+            .contains("MQTT broker not available from the Supervisor yet"),
+        "{}",
+        app.log()
+    );
     let seen = seen.lock().expect("lock").clone();
     assert!(seen.len() >= 2);
-    assert!(seen.iter().all(|r| r.starts_with("GET /services/mqtt ") && r.contains("Bearer test-token")), "{seen:?}");
-    assert!(!app.log().contains("secret"), "the broker password is never logged");
+    assert!(
+        seen.iter()
+            .all(|r| r.starts_with("GET /services/mqtt ") && r.contains("Bearer test-token")),
+        "{seen:?}"
+    );
+    assert!(
+        !app.log().contains("secret"),
+        "the broker password is never logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_feeds_run_and_every_recordable_event_is_stored_once() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (app, _client) = started(&broker, &dir).await;
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("printernizer-stats"))
+        .args([
+            "simulate",
+            "--printers",
+            "4",
+            "--events",
+            "500",
+            "--rate",
+            "0",
+            "--seed",
+            "7",
+        ])
+        .env("PRINTERNIZER_STATS__MQTT__HOST", "127.0.0.1")
+        .env("PRINTERNIZER_STATS__MQTT__PORT", broker.port.to_string())
+        .env(
+            "PRINTERNIZER_STATS__DATABASE__PATH",
+            dir.path().join("unused.db"),
+        )
+        .env("PRINTERNIZER_STATS_OPTIONS", dir.path().join("none.json"))
+        .env_remove("SUPERVISOR_TOKEN")
+        .output()
+        .expect("simulate runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let recordable: i64 = stdout
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output {stdout}"));
+    assert!(recordable > 300, "{stdout}");
+    // Plus one app_start: Printernizer's `online` status.
+    app.wait_count("SELECT count(*) FROM usage_events", recordable + 1, T);
+    assert_eq!(
+        app.count("SELECT count(DISTINCT printer_hash) FROM usage_events"),
+        4
+    );
+    assert!(
+        !std::path::Path::new(&dir.path().join("unused.db")).exists(),
+        "simulate needs no database"
+    );
 }
