@@ -8,7 +8,6 @@
 //! Prints the figures and their ratio; docs/PERFORMANCE.md records them.
 
 #[path = "../tests/common/mqtt.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::sync::Arc;
