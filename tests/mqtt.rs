@@ -303,7 +303,7 @@ async fn broker_restart_reconnects_resubscribes_and_stores_each_id_once() {
             )
             .await;
     }
-    broker.restart();
+    broker.kill_and_restart();
     app.wait_log("connected to MQTT broker", 2, T);
     drop(client);
     // The producer retries everything it was not sure about, plus new events.

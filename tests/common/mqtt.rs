@@ -87,6 +87,15 @@ impl Broker {
         self.spawn();
     }
 
+    /// SIGKILL (no chance to save anything) and start again.
+    pub fn kill_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn();
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
