@@ -19,6 +19,8 @@ fn configure(cmd: &mut StdCommand, dir: &Path) {
     cmd.current_dir(dir)
         .env("PRINTERNIZER_STATS__DATABASE__PATH", dir.join("stats.db"))
         .env("PRINTERNIZER_STATS_OPTIONS", dir.join("no-options.json"))
+        // The MQTT side has its own tests against a private broker; never touch a shared one.
+        .env("PRINTERNIZER_STATS__MQTT__ENABLED", "false")
         .env_remove("SUPERVISOR_TOKEN")
         .env_remove("DO_NOT_TRACK")
         .env_remove("RUST_LOG");
