@@ -3,17 +3,11 @@
 mod common;
 
 use chrono::Duration;
-use common::{open_at, open_with, t};
+use common::{open_at, open_with, record_at, t};
 use printernizer_stats::event::RawEvent;
 use printernizer_stats::installation::Probe;
 use printernizer_stats::service::Environment;
 use serde_json::{Value, json};
-
-async fn record_at(ts: &common::TestService, kind: &str, at: &str, meta: Value) {
-    let mut raw = RawEvent::new(kind, meta);
-    raw.timestamp = Some(at.into());
-    ts.service.record(&raw).await.expect("stored");
-}
 
 #[tokio::test]
 async fn the_report_has_the_seed_shape_and_exact_figures() {

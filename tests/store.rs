@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use chrono::Duration;
-use common::{open_at, t};
+use common::{open_at, record_at, t};
 use printernizer_stats::event::{EventType, RawEvent};
 use printernizer_stats::store::migrations::{self, current_version, latest_version, schema_dump};
 use printernizer_stats::store::rollup::{self, counters};
@@ -113,9 +113,7 @@ async fn prune_deletes_old_events_but_keeps_rollups_and_the_latest_start() {
         ("job_completed", "2026-11-01T09:00:00Z", json!({})),
         ("job_completed", "2026-11-19T09:00:00Z", json!({})),
     ] {
-        let mut raw = RawEvent::new(kind, meta);
-        raw.timestamp = Some(at.into());
-        svc.record(&raw).await.expect("stored");
+        record_at(&ts, kind, at, meta).await;
     }
     let cutoff = t("2026-11-10T00:00:00Z");
     assert_eq!(svc.store().prune(cutoff).await.expect("prune"), 1);
@@ -176,9 +174,7 @@ async fn uptime_is_measured_from_starts_and_shutdowns() {
         ("job_completed", "2026-11-19T14:30:00Z"),
         ("app_start", "2026-11-19T16:00:00Z"),
     ] {
-        let mut raw = RawEvent::new(kind, json!({}));
-        raw.timestamp = Some(at.into());
-        svc.record(&raw).await.expect("stored");
+        record_at(&ts, kind, at, json!({})).await;
     }
     let secs = svc
         .store()
@@ -205,9 +201,7 @@ async fn features_report_their_last_state_as_of_the_period_end() {
         ("feature_disabled", "library", "2026-11-18T10:30:00Z"),
         ("feature_enabled", "library", "2026-11-19T10:10:00Z"),
     ] {
-        let mut raw = RawEvent::new(kind, json!({"feature": feature}));
-        raw.timestamp = Some(at.into());
-        svc.record(&raw).await.expect("stored");
+        record_at(&ts, kind, at, json!({"feature": feature})).await;
     }
     let at = |end: &str| {
         let end = t(end);

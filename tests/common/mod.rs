@@ -16,6 +16,13 @@ pub struct TestService {
     pub dir: TempDir,
 }
 
+/// Records one event with a producer timestamp, waiting for the commit.
+pub async fn record_at(ts: &TestService, kind: &str, at: &str, meta: serde_json::Value) {
+    let mut raw = printernizer_stats::event::RawEvent::new(kind, meta);
+    raw.timestamp = Some(at.into());
+    ts.service.record(&raw).await.expect("stored");
+}
+
 pub fn t(s: &str) -> DateTime<Utc> {
     s.parse().expect("valid RFC 3339 time")
 }
