@@ -7,7 +7,7 @@ use common::{open_at, open_with, record_at, t};
 use printernizer_stats::event::RawEvent;
 use printernizer_stats::installation::Probe;
 use printernizer_stats::service::Environment;
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[tokio::test]
 async fn the_report_has_the_seed_shape_and_exact_figures() {
