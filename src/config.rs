@@ -177,6 +177,19 @@ pub struct InstallationSettings {
 pub struct SubmissionSettings {
     /// Days between reports (1–30); also the length of the preview before consent.
     pub interval_days: u32,
+    /// URL of the aggregation server's `/submit`; empty = submission disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Sent as `X-API-Key` when set (never logged or exported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// Request timeout in seconds (5–60).
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: u64,
+}
+
+fn default_timeout_s() -> u64 {
+    10
 }
 
 impl Settings {
@@ -193,7 +206,12 @@ impl Settings {
             log_level: LogLevel::Info,
             retention: RetentionSettings { days: 365 },
             installation: InstallationSettings::default(),
-            submission: SubmissionSettings { interval_days: 7 },
+            submission: SubmissionSettings {
+                interval_days: 7,
+                endpoint: None,
+                api_key: None,
+                timeout_s: default_timeout_s(),
+            },
             mqtt: MqttSettings::default(),
             language: Language::En,
         }
@@ -216,6 +234,15 @@ impl Settings {
             .map(str::trim)
             .filter(|c| !c.is_empty())
             .map(str::to_ascii_uppercase)
+    }
+
+    /// The submission endpoint, if submission is configured.
+    pub fn submission_endpoint(&self) -> Option<&str> {
+        self.submission
+            .endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
     }
 
     /// The validated deployment-mode override.
@@ -243,6 +270,20 @@ impl Settings {
             return bad(
                 "submission.interval_days",
                 format!("{} is out of range 1–30", self.submission.interval_days),
+            );
+        }
+        if !(5..=60).contains(&self.submission.timeout_s) {
+            return bad(
+                "submission.timeout_s",
+                format!("{} is out of range 5–60", self.submission.timeout_s),
+            );
+        }
+        if let Some(url) = self.submission_endpoint()
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return bad(
+                "submission.endpoint",
+                format!("`{url}` is not an http(s) URL"),
             );
         }
         for (key, topic) in [

@@ -50,6 +50,10 @@ pub enum Error {
     #[error("MQTT: {0}")]
     Mqtt(String),
 
+    /// Building or sending a report failed.
+    #[error("submission: {0}")]
+    Submission(String),
+
     /// Reading or writing a file or stream failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),

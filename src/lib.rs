@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod service;
 pub mod simulate;
+pub mod submission;
 pub mod store;
 
 pub use error::{Error, Result};

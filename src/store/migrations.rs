@@ -27,9 +27,10 @@ pub struct Migration {
 }
 
 /// All migrations; migration `i` brings the schema to version `i + 1`.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    name: "usage statistics tables (seed schema, hourly rollups, fleet, counters)",
-    up: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "usage statistics tables (seed schema, hourly rollups, fleet, counters)",
+        up: r#"
         CREATE TABLE usage_events (
             id            TEXT PRIMARY KEY,
             event_type    TEXT NOT NULL,
@@ -75,14 +76,37 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             value  INTEGER NOT NULL
         ) WITHOUT ROWID;
     "#,
-    down: r#"
+        down: r#"
         DROP TABLE usage_counters;
         DROP TABLE usage_fleet;
         DROP TABLE usage_aggregates;
         DROP TABLE usage_settings;
         DROP TABLE usage_events;
     "#,
-}];
+    },
+    Migration {
+        name: "submission queue (pending reports and deletion requests)",
+        up: r#"
+        CREATE TABLE usage_submissions (
+            id                   INTEGER PRIMARY KEY,
+            kind                 TEXT NOT NULL CHECK (kind IN ('report', 'deletion')),
+            idempotency_key      TEXT NOT NULL UNIQUE,
+            url                  TEXT NOT NULL,
+            body                 TEXT,
+            period_start         TEXT,
+            period_end           TEXT,
+            attempts             INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at      TEXT NOT NULL,
+            last_error           TEXT,
+            blocked_fingerprint  TEXT,
+            created_at           TEXT NOT NULL
+        );
+    "#,
+        down: r#"
+        DROP TABLE usage_submissions;
+    "#,
+    },
+];
 
 /// The schema version this program writes.
 pub fn latest_version() -> u32 {

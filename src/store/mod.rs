@@ -275,7 +275,8 @@ impl Store {
             let n: i64 = tx.query_row("SELECT count(*) FROM usage_events", [], |r| r.get(0))?;
             tx.execute_batch(
                 "DELETE FROM usage_events; DELETE FROM usage_aggregates;
-                 DELETE FROM usage_fleet; DELETE FROM usage_counters;",
+                 DELETE FROM usage_fleet; DELETE FROM usage_counters;
+                 DELETE FROM usage_submissions WHERE kind = 'report';",
             )?;
             Ok(n.max(0) as u64)
         })

@@ -23,6 +23,14 @@ pub async fn record_at(ts: &TestService, kind: &str, at: &str, meta: serde_json:
     ts.service.record(&raw).await.expect("stored");
 }
 
+impl TestService {
+    /// The manual clock's time plus `by`, as RFC 3339.
+    pub fn clock_now_plus(&self, by: chrono::Duration) -> String {
+        use printernizer_stats::clock::Clock;
+        (self.clock.now() + by).to_rfc3339()
+    }
+}
+
 pub fn t(s: &str) -> DateTime<Utc> {
     s.parse().expect("valid RFC 3339 time")
 }

@@ -1,0 +1,358 @@
+//! Weekly submission: built once, persisted, retried until the server has it, counted once.
+//!
+//! The scheduler calls [`Submitter::tick`] (hourly, and shortly after start); every decision
+//! reads "now" from the service's clock, so tests walk through weeks without sleeping.
+//!
+//! * Nothing is sent unless the user opted in, `DO_NOT_TRACK` is not set, the consented schema
+//!   version is the current one and `submission.endpoint` is set.
+//! * Periods are contiguous: `[end of the last accepted report (or the opt-in), now)`.
+//! * The report is persisted in `usage_submissions` with a UUID `Idempotency-Key` **before**
+//!   the first attempt; every retry — also after a restart — sends the same body and key.
+//! * 2xx: events of the period are marked submitted, `last_submission_date`,
+//!   `submission_count` and the next period's start are updated in one transaction.
+//!   429: `Retry-After`. 5xx, timeouts, connection errors: backoff 1 min doubling to 6 h with
+//!   jitter. 400/401/403/413/422: unrecoverable for this body — kept, reported as a problem, and
+//!   retried only after the endpoint or API key changed.
+//! * At most one accepted submission per hour.
+
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, Utc};
+use rand::Rng;
+use rusqlite::{OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::aggregate::SCHEMA_VERSION;
+use crate::service::{LAST_REPORT_END, StatsService};
+use crate::store::rollup::{self, counters};
+use crate::store::{fmt_ts, parse_ts, settings};
+use crate::{Error, Result};
+
+/// Largest report body sent.
+pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024;
+/// Minimum time between two accepted submissions.
+pub const MIN_SUBMISSION_GAP: Duration = Duration::hours(1);
+/// First retry delay after a transient failure.
+pub const BACKOFF_START: Duration = Duration::minutes(1);
+/// Longest retry delay.
+pub const BACKOFF_MAX: Duration = Duration::hours(6);
+
+/// What a tick did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TickOutcome {
+    /// Submission is off; why.
+    Disabled(String),
+    /// Nothing due before this time.
+    NotDue(DateTime<Utc>),
+    /// A pending report waits for its next attempt.
+    Waiting(DateTime<Utc>),
+    /// The server accepted the report.
+    Accepted,
+    /// The attempt failed; retried at this time.
+    Retry(DateTime<Utc>, String),
+    /// The server refused this report; waits for a configuration change.
+    Blocked(String),
+}
+
+/// A queued report.
+#[derive(Debug, Clone)]
+struct Pending {
+    id: i64,
+    key: String,
+    url: String,
+    body: String,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    attempts: u32,
+    next_attempt_at: DateTime<Utc>,
+    blocked_fingerprint: Option<String>,
+    last_error: Option<String>,
+}
+
+/// The submission scheduler's worker.
+#[derive(Debug, Clone)]
+pub struct Submitter {
+    service: StatsService,
+    client: reqwest::Client,
+}
+
+impl Submitter {
+    /// A submitter for the service's configuration.
+    pub fn new(service: StatsService) -> Result<Self> {
+        let timeout = StdDuration::from_secs(service.settings().submission.timeout_s);
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .user_agent(concat!("printernizer-stats/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Submission(format!("HTTP client: {e}")))?;
+        Ok(Self { service, client })
+    }
+
+    /// Endpoint and API key, hashed: a blocked report is retried only when this changes.
+    fn fingerprint(&self) -> String {
+        let s = &self.service.settings().submission;
+        let mut h = Sha256::new();
+        h.update(s.endpoint.as_deref().unwrap_or("").as_bytes());
+        h.update([0]);
+        h.update(s.api_key.as_deref().unwrap_or("").as_bytes());
+        h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Why nothing may be sent now, if so.
+    async fn disabled_reason(&self) -> Result<Option<String>> {
+        if self.service.settings().submission_endpoint().is_none() {
+            return Ok(Some("submission.endpoint is not set".into()));
+        }
+        if self.service.do_not_track() {
+            return Ok(Some("DO_NOT_TRACK is set".into()));
+        }
+        if !self.service.is_opted_in().await? {
+            return Ok(Some("not opted in".into()));
+        }
+        let consented = self
+            .service
+            .store()
+            .read(|c| settings::get(c, settings::PRIVACY_POLICY_VERSION))
+            .await?;
+        if consented.as_deref() != Some(SCHEMA_VERSION) {
+            return Ok(Some(format!("consent needed for schema {SCHEMA_VERSION}")));
+        }
+        Ok(None)
+    }
+
+    /// One scheduler step.
+    pub async fn tick(&self) -> Result<TickOutcome> {
+        self.step(false).await
+    }
+
+    /// "Submit now": like a tick, but a report waiting in backoff is sent at once.
+    pub async fn submit_now(&self) -> Result<TickOutcome> {
+        self.step(true).await
+    }
+
+    async fn step(&self, now_pressed: bool) -> Result<TickOutcome> {
+        if let Some(reason) = self.disabled_reason().await? {
+            return Ok(TickOutcome::Disabled(reason));
+        }
+        let now = self.service.store().clock().now();
+        let last_accept = self
+            .service
+            .store()
+            .read(|c| settings::get(c, settings::LAST_SUBMISSION_DATE))
+            .await?
+            .as_deref()
+            .and_then(parse_ts);
+        if let Some(last) = last_accept
+            && now < last + MIN_SUBMISSION_GAP
+        {
+            return Ok(TickOutcome::NotDue(last + MIN_SUBMISSION_GAP));
+        }
+        let pending = match self.pending().await? {
+            Some(p) => p,
+            None => {
+                let (start, _) = self.service.next_period().await?;
+                let due = start + Duration::days(i64::from(self.service.settings().submission.interval_days));
+                if now < due && !now_pressed {
+                    return Ok(TickOutcome::NotDue(due));
+                }
+                self.enqueue_report().await?
+            }
+        };
+        if let Some(blocked) = &pending.blocked_fingerprint
+            && *blocked == self.fingerprint()
+        {
+            return Ok(TickOutcome::Blocked(pending.last_error.clone().unwrap_or_default()));
+        }
+        if now < pending.next_attempt_at && !now_pressed {
+            return Ok(TickOutcome::Waiting(pending.next_attempt_at));
+        }
+        self.send(pending, now).await
+    }
+
+    async fn pending(&self) -> Result<Option<Pending>> {
+        self.service
+            .store()
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT id, idempotency_key, url, body, period_start, period_end, attempts,
+                            next_attempt_at, blocked_fingerprint, last_error
+                     FROM usage_submissions WHERE kind = 'report' ORDER BY id LIMIT 1",
+                    [],
+                    |r| {
+                        let ts = |i: usize| -> rusqlite::Result<DateTime<Utc>> {
+                            Ok(parse_ts(&r.get::<_, String>(i)?).unwrap_or_default())
+                        };
+                        Ok(Pending {
+                            id: r.get(0)?,
+                            key: r.get(1)?,
+                            url: r.get(2)?,
+                            body: r.get(3)?,
+                            start: ts(4)?,
+                            end: ts(5)?,
+                            attempts: r.get(6)?,
+                            next_attempt_at: ts(7)?,
+                            blocked_fingerprint: r.get(8)?,
+                            last_error: r.get(9)?,
+                        })
+                    },
+                )
+                .optional()?)
+            })
+            .await
+    }
+
+    /// Builds the report for the next period and persists it before any attempt.
+    async fn enqueue_report(&self) -> Result<Pending> {
+        let report = self.service.report(None, None).await?;
+        let body = serde_json::to_string(&report)?;
+        if body.len() > MAX_PAYLOAD_BYTES {
+            return Err(Error::Submission(format!(
+                "report of {} bytes exceeds {MAX_PAYLOAD_BYTES} bytes",
+                body.len()
+            )));
+        }
+        let url = self
+            .service
+            .settings()
+            .submission_endpoint()
+            .unwrap_or_default()
+            .to_owned();
+        let key = Uuid::new_v4().to_string();
+        let (start, end) = (report.period.start, report.period.end);
+        let row = (key.clone(), url.clone(), body.clone());
+        let id = self
+            .service
+            .store()
+            .write(move |tx, now| {
+                tx.execute(
+                    "INSERT INTO usage_submissions
+                        (kind, idempotency_key, url, body, period_start, period_end, next_attempt_at, created_at)
+                     VALUES ('report', ?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                    params![row.0, row.1, row.2, fmt_ts(start), fmt_ts(end), fmt_ts(now)],
+                )?;
+                Ok(tx.last_insert_rowid())
+            })
+            .await?;
+        tracing::info!(period_start = %fmt_ts(start), period_end = %fmt_ts(end), "report built and queued");
+        Ok(Pending {
+            id,
+            key,
+            url,
+            body,
+            start,
+            end,
+            attempts: 0,
+            next_attempt_at: end,
+            blocked_fingerprint: None,
+            last_error: None,
+        })
+    }
+
+    async fn send(&self, pending: Pending, now: DateTime<Utc>) -> Result<TickOutcome> {
+        let mut request = self
+            .client
+            .post(&pending.url)
+            .header("Content-Type", "application/json")
+            .header("Idempotency-Key", &pending.key)
+            .body(pending.body.clone());
+        if let Some(key) = self.service.settings().submission.api_key.as_deref().filter(|k| !k.is_empty()) {
+            request = request.header("X-API-Key", key);
+        }
+        let (delay, reason, blocked): (Duration, String, bool) = match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<i64>().ok());
+                if status.is_success() {
+                    self.accepted(&pending, now).await?;
+                    tracing::info!(status = status.as_u16(), "report accepted by the aggregation server");
+                    return Ok(TickOutcome::Accepted);
+                }
+                match status.as_u16() {
+                    429 => (
+                        Duration::seconds(retry_after.unwrap_or(3600).clamp(1, 86_400)),
+                        "HTTP 429 rate limited".to_owned(),
+                        false,
+                    ),
+                    400 | 401 | 403 | 413 | 422 => {
+                        let text = response.text().await.unwrap_or_default();
+                        let excerpt: String = text.chars().take(200).collect();
+                        (Duration::zero(), format!("HTTP {}: {excerpt}", status.as_u16()), true)
+                    }
+                    code => (self.backoff(pending.attempts), format!("HTTP {code}"), false),
+                }
+            }
+            Err(e) => {
+                let why = if e.is_timeout() { "timeout".to_owned() } else { format!("connection error: {e}") };
+                (self.backoff(pending.attempts), why, false)
+            }
+        };
+        let next = now + delay;
+        let fingerprint = blocked.then(|| self.fingerprint());
+        let (id, reason2) = (pending.id, reason.clone());
+        self.service
+            .store()
+            .write(move |tx, _| {
+                tx.execute(
+                    "UPDATE usage_submissions SET attempts = attempts + 1, next_attempt_at = ?2,
+                        last_error = ?3, blocked_fingerprint = ?4 WHERE id = ?1",
+                    params![id, fmt_ts(next), reason2, fingerprint],
+                )?;
+                Ok(())
+            })
+            .await?;
+        if blocked {
+            tracing::error!(%reason, "the aggregation server refused the report; fix submission.endpoint / submission.api_key — it is retried after the configuration changes");
+            Ok(TickOutcome::Blocked(reason))
+        } else {
+            tracing::warn!(%reason, retry_at = %fmt_ts(next), "report not delivered; will retry");
+            Ok(TickOutcome::Retry(next, reason))
+        }
+    }
+
+    /// Exponential backoff with jitter: 1 min doubling to 6 h, then a random 50–100 % of it.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let full = BACKOFF_START
+            .checked_mul(1 << attempts.min(16))
+            .unwrap_or(BACKOFF_MAX)
+            .min(BACKOFF_MAX);
+        let ms = full.num_milliseconds();
+        Duration::milliseconds(rand::rng().random_range(ms / 2..=ms))
+    }
+
+    async fn accepted(&self, pending: &Pending, now: DateTime<Utc>) -> Result<()> {
+        let (id, start, end) = (pending.id, fmt_ts(pending.start), fmt_ts(pending.end));
+        self.service
+            .store()
+            .write(move |tx, _| {
+                let marked = tx.execute(
+                    "UPDATE usage_events SET submitted = 1
+                     WHERE submitted = 0 AND timestamp >= ?1 AND timestamp < ?2",
+                    params![start, end],
+                )?;
+                rollup::add_counter(tx, counters::EVENTS_PENDING, -(marked as i64))?;
+                let count: u64 = settings::get(tx, settings::SUBMISSION_COUNT)?
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                settings::set(tx, settings::SUBMISSION_COUNT, &(count + 1).to_string(), now)?;
+                settings::set(tx, settings::LAST_SUBMISSION_DATE, &fmt_ts(now), now)?;
+                settings::set(tx, LAST_REPORT_END, &end, now)?;
+                tx.execute("DELETE FROM usage_submissions WHERE id = ?1", [id])?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Whether a queued report is blocked by the server under the current configuration.
+    pub async fn has_problem(&self) -> Result<bool> {
+        Ok(self
+            .pending()
+            .await?
+            .and_then(|p| p.blocked_fingerprint)
+            .is_some_and(|f| f == self.fingerprint()))
+    }
+}

@@ -1,0 +1,273 @@
+//! Submission against a real HTTP server on 127.0.0.1 that records requests and fails on
+//! command; time is a manual clock, so weeks pass without sleeping.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use chrono::Duration;
+use common::{TestService, open_with, record_at};
+use printernizer_stats::service::Environment;
+use printernizer_stats::submission::{Submitter, TickOutcome};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone)]
+struct Request {
+    method: String,
+    path: String,
+    key: Option<String>,
+    api_key: Option<String>,
+    body: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Reply {
+    Status(u16),
+    RetryAfter(u64),
+    Hang(u64),
+}
+
+#[derive(Clone, Default)]
+struct Server {
+    requests: Arc<Mutex<Vec<Request>>>,
+    script: Arc<Mutex<VecDeque<Reply>>>,
+}
+
+impl Server {
+    async fn start() -> (Self, String) {
+        let server = Server::default();
+        let state = server.clone();
+        let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let state = state.clone();
+            async move {
+                let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                state.requests.lock().expect("lock").push(Request {
+                    method: method.to_string(),
+                    path: uri.path().to_owned(),
+                    key: header("idempotency-key"),
+                    api_key: header("x-api-key"),
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                });
+                let reply = state.script.lock().expect("lock").pop_front().unwrap_or(Reply::Status(200));
+                match reply {
+                    Reply::Status(code) => (
+                        StatusCode::from_u16(code).expect("status"),
+                        axum::Json(json!({"status": if code == 200 { "success" } else { "error" }, "submission_id": 1})),
+                    )
+                        .into_response(),
+                    Reply::RetryAfter(secs) => {
+                        (StatusCode::TOO_MANY_REQUESTS, [("retry-after", secs.to_string())], "slow down").into_response()
+                    }
+                    Reply::Hang(secs) => {
+                        tokio::time::sleep(StdDuration::from_secs(secs)).await;
+                        StatusCode::OK.into_response()
+                    }
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/submit", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        (server, url)
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.requests.lock().expect("lock").clone()
+    }
+
+    fn then(&self, replies: &[Reply]) {
+        self.script.lock().expect("lock").extend(replies.iter().copied());
+    }
+}
+
+async fn setup(env: Environment, url: &str, api_key: Option<&str>) -> (TestService, Submitter) {
+    let (url, api_key) = (url.to_owned(), api_key.map(str::to_owned));
+    let ts = open_with("2026-11-02T00:00:00Z", env, move |s| {
+        s.submission.endpoint = Some(url);
+        s.submission.api_key = api_key;
+        s.submission.timeout_s = 5;
+    });
+    let submitter = Submitter::new(ts.service.clone()).expect("submitter");
+    (ts, submitter)
+}
+
+/// Walks the clock forward hour by hour, ticking like the scheduler.
+async fn hours(ts: &TestService, submitter: &Submitter, n: i64) -> Vec<TickOutcome> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        ts.clock.advance(Duration::hours(1));
+        out.push(submitter.tick().await.expect("tick"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn opted_out_sends_nothing_for_three_weeks() {
+    let (server, url) = Server::start().await;
+    let (ts, submitter) = setup(Environment::default(), &url, None).await;
+    record_at(&ts, "job_completed", "2026-11-01T12:00:00Z", json!({})).await;
+    hours(&ts, &submitter, 21 * 24).await;
+    assert!(server.requests().is_empty());
+}
+
+#[tokio::test]
+async fn do_not_track_refuses_opt_in_and_sends_nothing() {
+    let (server, url) = Server::start().await;
+    let env = Environment { do_not_track: true, ..Environment::default() };
+    let (ts, submitter) = setup(env, &url, None).await;
+    assert!(ts.service.opt_in().await.is_err());
+    hours(&ts, &submitter, 14 * 24).await;
+    assert!(server.requests().is_empty());
+}
+
+#[tokio::test]
+async fn weekly_reports_are_exact_contiguous_and_mark_events_submitted() {
+    let (server, url) = Server::start().await;
+    let (ts, submitter) = setup(Environment::default(), &url, Some("k-123")).await;
+    ts.service.opt_in().await.expect("opt in");
+    record_at(&ts, "job_completed", "2026-11-02T10:00:00Z", json!({})).await;
+    record_at(&ts, "job_failed", "2026-11-03T10:00:00Z", json!({})).await;
+    record_at(&ts, "file_downloaded", "2026-11-04T10:00:00Z", json!({})).await;
+
+    let outcomes = hours(&ts, &submitter, 7 * 24).await;
+    assert_eq!(outcomes.iter().filter(|o| **o == TickOutcome::Accepted).count(), 1);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    let first = &requests[0];
+    assert_eq!((first.method.as_str(), first.path.as_str()), ("POST", "/submit"));
+    assert_eq!(first.api_key.as_deref(), Some("k-123"));
+    assert!(first.key.as_deref().is_some_and(|k| k.len() == 36));
+    let body: Value = serde_json::from_str(&first.body).expect("json");
+    assert_eq!(body["usage_stats"]["job_count"], 2);
+    assert_eq!(body["usage_stats"]["file_count"], 1);
+    assert_eq!(body["period"]["start"], "2026-11-02T00:00:00Z");
+    let status = ts.service.status().await.expect("status");
+    assert_eq!(status.submission_count, 1);
+    assert_eq!(status.events_pending, 0);
+
+    record_at(&ts, "job_completed", &ts.clock_now_plus(Duration::hours(2)), json!({})).await;
+    hours(&ts, &submitter, 8 * 24).await;
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    let second: Value = serde_json::from_str(&requests[1].body).expect("json");
+    assert_eq!(second["period"]["start"], body["period"]["end"], "periods are contiguous");
+    assert_eq!(second["usage_stats"]["job_count"], 1);
+    assert_ne!(requests[0].key, requests[1].key);
+}
+
+#[tokio::test]
+async fn failures_retry_the_same_body_and_key_with_backoff_then_succeed_once() {
+    let (server, url) = Server::start().await;
+    let (ts, submitter) = setup(Environment::default(), &url, None).await;
+    ts.service.opt_in().await.expect("opt in");
+    record_at(&ts, "job_completed", "2026-11-02T10:00:00Z", json!({})).await;
+    server.then(&[Reply::Status(500), Reply::Status(502), Reply::Status(503), Reply::Hang(7)]);
+    ts.clock.advance(Duration::days(7));
+    let mut accepted = 0;
+    let mut last_retry = None;
+    for _ in 0..(3 * 24 * 60) {
+        match submitter.tick().await.expect("tick") {
+            TickOutcome::Accepted => accepted += 1,
+            TickOutcome::Retry(at, _) => {
+                // Backoff is respected: nothing is sent before `at`.
+                let before = server.requests().len();
+                ts.clock.set(at - Duration::seconds(1));
+                assert!(matches!(submitter.tick().await.expect("tick"), TickOutcome::Waiting(_)));
+                assert_eq!(server.requests().len(), before);
+                last_retry = Some(at);
+                ts.clock.set(at);
+                continue;
+            }
+            _ => {}
+        }
+        if accepted > 0 {
+            break;
+        }
+        ts.clock.advance(Duration::minutes(1));
+    }
+    assert_eq!(accepted, 1);
+    assert!(last_retry.is_some());
+    let requests = server.requests();
+    assert_eq!(requests.len(), 5, "3 × 5xx, 1 timeout, 1 success");
+    assert!(requests.iter().all(|r| r.key == requests[0].key && r.body == requests[0].body));
+    hours(&ts, &submitter, 24).await;
+    assert_eq!(server.requests().len(), 5, "never twice");
+}
+
+#[tokio::test]
+async fn a_pending_report_survives_a_restart_with_the_same_key() {
+    let (server, url) = Server::start().await;
+    let (ts, submitter) = setup(Environment::default(), &url, None).await;
+    ts.service.opt_in().await.expect("opt in");
+    server.then(&[Reply::Status(503)]);
+    ts.clock.advance(Duration::days(7) + Duration::hours(1));
+    assert!(matches!(submitter.tick().await.expect("tick"), TickOutcome::Retry(..)));
+    let first_key = server.requests()[0].key.clone();
+    let settings = ts.service.settings().clone();
+    ts.service.close().await.expect("close");
+    drop(submitter);
+
+    let service = printernizer_stats::service::StatsService::open(
+        settings,
+        Arc::new(ts.clock.clone()),
+        Environment::default(),
+    )
+    .expect("reopen");
+    let submitter = Submitter::new(service.clone()).expect("submitter");
+    ts.clock.advance(Duration::hours(7));
+    assert_eq!(submitter.tick().await.expect("tick"), TickOutcome::Accepted);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[1].key, first_key);
+    assert_eq!(requests[1].body, requests[0].body);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let (server, url) = Server::start().await;
+    let (ts, submitter) = setup(Environment::default(), &url, None).await;
+    ts.service.opt_in().await.expect("opt in");
+    server.then(&[Reply::RetryAfter(120)]);
+    ts.clock.advance(Duration::days(7));
+    assert!(matches!(submitter.tick().await.expect("tick"), TickOutcome::Retry(..)));
+    ts.clock.advance(Duration::seconds(119));
+    assert!(matches!(submitter.tick().await.expect("tick"), TickOutcome::Waiting(_)));
+    assert_eq!(server.requests().len(), 1);
+    ts.clock.advance(Duration::seconds(2));
+    assert_eq!(submitter.tick().await.expect("tick"), TickOutcome::Accepted);
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn unauthorized_blocks_until_the_api_key_changes() {
+    let (server, url) = Server::start().await;
+    let (ts, submitter) = setup(Environment::default(), &url, Some("wrong")).await;
+    ts.service.opt_in().await.expect("opt in");
+    server.then(&[Reply::Status(401)]);
+    ts.clock.advance(Duration::days(7));
+    assert!(matches!(submitter.tick().await.expect("tick"), TickOutcome::Blocked(_)));
+    assert!(submitter.has_problem().await.expect("problem"));
+    hours(&ts, &submitter, 48).await;
+    assert_eq!(server.requests().len(), 1, "no retry storm");
+
+    let mut settings = ts.service.settings().clone();
+    settings.submission.api_key = Some("right".into());
+    ts.service.close().await.expect("close");
+    let service = printernizer_stats::service::StatsService::open(
+        settings,
+        Arc::new(ts.clock.clone()),
+        Environment::default(),
+    )
+    .expect("reopen");
+    let submitter = Submitter::new(service).expect("submitter");
+    assert!(!submitter.has_problem().await.expect("problem"));
+    assert_eq!(submitter.tick().await.expect("tick"), TickOutcome::Accepted);
+    let requests = server.requests();
+    assert_eq!(requests[1].api_key.as_deref(), Some("right"));
+    assert_eq!(requests[1].key, requests[0].key);
+}
