@@ -31,7 +31,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod service;
 pub mod simulate;
-pub mod submission;
 pub mod store;
+pub mod submission;
 
 pub use error::{Error, Result};

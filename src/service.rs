@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
+use uuid::Uuid;
 
 use crate::aggregate::{self, AggregatedStats, InstallationContext, LocalStats, SCHEMA_VERSION};
 use crate::clock::Clock;
@@ -227,11 +228,58 @@ impl StatsService {
     }
 
     /// Opts out. Local data stays until the user deletes it.
+    ///
+    /// Leaving an opted-in state also, in one transaction: drops the pending report, queues
+    /// **one** deletion request for the server (`DELETE <server base>/installation/<id>`, when
+    /// an endpoint is configured; [`crate::submission::Submitter`] sends it) and rotates the
+    /// installation id, so that a later opt-in is a new anonymous installation.
     pub async fn opt_out(&self) -> Result<()> {
-        self.store
-            .write(|tx, now| settings::set(tx, settings::OPT_IN_STATUS, "disabled", now))
+        let base = self
+            .settings
+            .submission_endpoint()
+            .map(crate::submission::server_base);
+        let rotated = self
+            .store
+            .write(move |tx, now| {
+                let was = settings::get(tx, settings::OPT_IN_STATUS)?;
+                settings::set(tx, settings::OPT_IN_STATUS, "disabled", now)?;
+                if was.as_deref() != Some("enabled") {
+                    return Ok(false);
+                }
+                tx.execute("DELETE FROM usage_submissions WHERE kind = 'report'", [])?;
+                let old_id = settings::get(tx, settings::INSTALLATION_ID)?.unwrap_or_default();
+                if let Some(base) = base {
+                    tx.execute(
+                        "INSERT INTO usage_submissions
+                            (kind, idempotency_key, url, next_attempt_at, created_at)
+                         VALUES ('deletion', ?1, ?2, ?3, ?3)",
+                        rusqlite::params![
+                            Uuid::new_v4().to_string(),
+                            format!("{base}/installation/{old_id}"),
+                            fmt_ts(now)
+                        ],
+                    )?;
+                }
+                settings::set(
+                    tx,
+                    settings::INSTALLATION_ID,
+                    &Uuid::new_v4().to_string(),
+                    now,
+                )?;
+                tx.execute(
+                    "DELETE FROM usage_settings WHERE key IN (?1, ?2)",
+                    [OPT_IN_DATE, LAST_REPORT_END],
+                )?;
+                Ok(true)
+            })
             .await?;
-        tracing::info!("opted out of usage statistics; local data stays until deleted");
+        if rotated {
+            tracing::info!(
+                "opted out: pending report dropped, deletion requested, installation id rotated; local data stays until deleted"
+            );
+        } else {
+            tracing::info!("opted out of usage statistics; local data stays until deleted");
+        }
         Ok(())
     }
 

@@ -38,6 +38,16 @@ pub const BACKOFF_START: Duration = Duration::minutes(1);
 /// Longest retry delay.
 pub const BACKOFF_MAX: Duration = Duration::hours(6);
 
+/// The server's base URL: the endpoint without its last path segment
+/// (`https://stats.example/submit` → `https://stats.example`).
+pub fn server_base(endpoint: &str) -> String {
+    let trimmed = endpoint.trim().trim_end_matches('/');
+    match trimmed.rsplit_once('/') {
+        Some((base, _)) if base.contains("://") && !base.ends_with('/') => base.to_owned(),
+        _ => trimmed.to_owned(),
+    }
+}
+
 /// What a tick did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TickOutcome {
@@ -96,7 +106,10 @@ impl Submitter {
         h.update(s.endpoint.as_deref().unwrap_or("").as_bytes());
         h.update([0]);
         h.update(s.api_key.as_deref().unwrap_or("").as_bytes());
-        h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+        h.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Why nothing may be sent now, if so.
@@ -131,7 +144,91 @@ impl Submitter {
         self.step(true).await
     }
 
+    /// Sends queued deletion requests that are due (all of them when `force`); a 2xx or 404
+    /// answer removes the request, anything else is retried with backoff. Returns how many
+    /// were confirmed.
+    pub async fn flush_deletions(&self, force: bool) -> Result<usize> {
+        let now = self.service.store().clock().now();
+        let due: Vec<(i64, String, u32, DateTime<Utc>)> = self
+            .service
+            .store()
+            .read(|c| {
+                let mut stmt = c.prepare(
+                    "SELECT id, url, attempts, next_attempt_at FROM usage_submissions
+                     WHERE kind = 'deletion' ORDER BY id",
+                )?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        parse_ts(&r.get::<_, String>(3)?).unwrap_or_default(),
+                    ))
+                })?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await?;
+        let mut confirmed = 0;
+        for (id, url, attempts, next) in due {
+            if !force && now < next {
+                continue;
+            }
+            let mut request = self.client.delete(&url);
+            if let Some(key) = self
+                .service
+                .settings()
+                .submission
+                .api_key
+                .as_deref()
+                .filter(|k| !k.is_empty())
+            {
+                request = request.header("X-API-Key", key);
+            }
+            let result = request.send().await;
+            let done =
+                matches!(&result, Ok(r) if r.status().is_success() || r.status().as_u16() == 404);
+            if done {
+                self.service
+                    .store()
+                    .write(move |tx, _| {
+                        tx.execute("DELETE FROM usage_submissions WHERE id = ?1", [id])?;
+                        Ok(())
+                    })
+                    .await?;
+                tracing::info!("deletion request confirmed by the aggregation server");
+                confirmed += 1;
+            } else {
+                let why = match result {
+                    Ok(r) => format!("HTTP {}", r.status().as_u16()),
+                    Err(e) => e.to_string(),
+                };
+                let next = now + self.backoff(attempts);
+                self.service
+                    .store()
+                    .write(move |tx, _| {
+                        tx.execute(
+                            "UPDATE usage_submissions SET attempts = attempts + 1,
+                                next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
+                            params![id, fmt_ts(next), why],
+                        )?;
+                        Ok(())
+                    })
+                    .await?;
+                tracing::warn!(retry_at = %fmt_ts(next), "deletion request not confirmed yet; will retry");
+            }
+        }
+        Ok(confirmed)
+    }
+
+    /// Opts out (see [`StatsService::opt_out`]) and sends the deletion request at once.
+    pub async fn opt_out(&self) -> Result<()> {
+        self.service.opt_out().await?;
+        self.flush_deletions(true).await?;
+        Ok(())
+    }
+
     async fn step(&self, now_pressed: bool) -> Result<TickOutcome> {
+        self.flush_deletions(false).await?;
         if let Some(reason) = self.disabled_reason().await? {
             return Ok(TickOutcome::Disabled(reason));
         }
@@ -152,7 +249,8 @@ impl Submitter {
             Some(p) => p,
             None => {
                 let (start, _) = self.service.next_period().await?;
-                let due = start + Duration::days(i64::from(self.service.settings().submission.interval_days));
+                let due = start
+                    + Duration::days(i64::from(self.service.settings().submission.interval_days));
                 if now < due && !now_pressed {
                     return Ok(TickOutcome::NotDue(due));
                 }
@@ -162,7 +260,9 @@ impl Submitter {
         if let Some(blocked) = &pending.blocked_fingerprint
             && *blocked == self.fingerprint()
         {
-            return Ok(TickOutcome::Blocked(pending.last_error.clone().unwrap_or_default()));
+            return Ok(TickOutcome::Blocked(
+                pending.last_error.clone().unwrap_or_default(),
+            ));
         }
         if now < pending.next_attempt_at && !now_pressed {
             return Ok(TickOutcome::Waiting(pending.next_attempt_at));
@@ -256,7 +356,14 @@ impl Submitter {
             .header("Content-Type", "application/json")
             .header("Idempotency-Key", &pending.key)
             .body(pending.body.clone());
-        if let Some(key) = self.service.settings().submission.api_key.as_deref().filter(|k| !k.is_empty()) {
+        if let Some(key) = self
+            .service
+            .settings()
+            .submission
+            .api_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+        {
             request = request.header("X-API-Key", key);
         }
         let (delay, reason, blocked): (Duration, String, bool) = match request.send().await {
@@ -269,7 +376,10 @@ impl Submitter {
                     .and_then(|v| v.trim().parse::<i64>().ok());
                 if status.is_success() {
                     self.accepted(&pending, now).await?;
-                    tracing::info!(status = status.as_u16(), "report accepted by the aggregation server");
+                    tracing::info!(
+                        status = status.as_u16(),
+                        "report accepted by the aggregation server"
+                    );
                     return Ok(TickOutcome::Accepted);
                 }
                 match status.as_u16() {
@@ -281,13 +391,25 @@ impl Submitter {
                     400 | 401 | 403 | 413 | 422 => {
                         let text = response.text().await.unwrap_or_default();
                         let excerpt: String = text.chars().take(200).collect();
-                        (Duration::zero(), format!("HTTP {}: {excerpt}", status.as_u16()), true)
+                        (
+                            Duration::zero(),
+                            format!("HTTP {}: {excerpt}", status.as_u16()),
+                            true,
+                        )
                     }
-                    code => (self.backoff(pending.attempts), format!("HTTP {code}"), false),
+                    code => (
+                        self.backoff(pending.attempts),
+                        format!("HTTP {code}"),
+                        false,
+                    ),
                 }
             }
             Err(e) => {
-                let why = if e.is_timeout() { "timeout".to_owned() } else { format!("connection error: {e}") };
+                let why = if e.is_timeout() {
+                    "timeout".to_owned()
+                } else {
+                    format!("connection error: {e}")
+                };
                 (self.backoff(pending.attempts), why, false)
             }
         };
@@ -338,7 +460,12 @@ impl Submitter {
                 let count: u64 = settings::get(tx, settings::SUBMISSION_COUNT)?
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
-                settings::set(tx, settings::SUBMISSION_COUNT, &(count + 1).to_string(), now)?;
+                settings::set(
+                    tx,
+                    settings::SUBMISSION_COUNT,
+                    &(count + 1).to_string(),
+                    now,
+                )?;
                 settings::set(tx, settings::LAST_SUBMISSION_DATE, &fmt_ts(now), now)?;
                 settings::set(tx, LAST_REPORT_END, &end, now)?;
                 tx.execute("DELETE FROM usage_submissions WHERE id = ?1", [id])?;

@@ -70,7 +70,9 @@ impl Server {
                 }
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}/submit", listener.local_addr().expect("addr"));
         tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
         (server, url)
@@ -81,7 +83,10 @@ impl Server {
     }
 
     fn then(&self, replies: &[Reply]) {
-        self.script.lock().expect("lock").extend(replies.iter().copied());
+        self.script
+            .lock()
+            .expect("lock")
+            .extend(replies.iter().copied());
     }
 }
 
@@ -118,7 +123,10 @@ async fn opted_out_sends_nothing_for_three_weeks() {
 #[tokio::test]
 async fn do_not_track_refuses_opt_in_and_sends_nothing() {
     let (server, url) = Server::start().await;
-    let env = Environment { do_not_track: true, ..Environment::default() };
+    let env = Environment {
+        do_not_track: true,
+        ..Environment::default()
+    };
     let (ts, submitter) = setup(env, &url, None).await;
     assert!(ts.service.opt_in().await.is_err());
     hours(&ts, &submitter, 14 * 24).await;
@@ -135,11 +143,20 @@ async fn weekly_reports_are_exact_contiguous_and_mark_events_submitted() {
     record_at(&ts, "file_downloaded", "2026-11-04T10:00:00Z", json!({})).await;
 
     let outcomes = hours(&ts, &submitter, 7 * 24).await;
-    assert_eq!(outcomes.iter().filter(|o| **o == TickOutcome::Accepted).count(), 1);
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == TickOutcome::Accepted)
+            .count(),
+        1
+    );
     let requests = server.requests();
     assert_eq!(requests.len(), 1);
     let first = &requests[0];
-    assert_eq!((first.method.as_str(), first.path.as_str()), ("POST", "/submit"));
+    assert_eq!(
+        (first.method.as_str(), first.path.as_str()),
+        ("POST", "/submit")
+    );
     assert_eq!(first.api_key.as_deref(), Some("k-123"));
     assert!(first.key.as_deref().is_some_and(|k| k.len() == 36));
     let body: Value = serde_json::from_str(&first.body).expect("json");
@@ -150,12 +167,21 @@ async fn weekly_reports_are_exact_contiguous_and_mark_events_submitted() {
     assert_eq!(status.submission_count, 1);
     assert_eq!(status.events_pending, 0);
 
-    record_at(&ts, "job_completed", &ts.clock_now_plus(Duration::hours(2)), json!({})).await;
+    record_at(
+        &ts,
+        "job_completed",
+        &ts.clock_now_plus(Duration::hours(2)),
+        json!({}),
+    )
+    .await;
     hours(&ts, &submitter, 8 * 24).await;
     let requests = server.requests();
     assert_eq!(requests.len(), 2);
     let second: Value = serde_json::from_str(&requests[1].body).expect("json");
-    assert_eq!(second["period"]["start"], body["period"]["end"], "periods are contiguous");
+    assert_eq!(
+        second["period"]["start"], body["period"]["end"],
+        "periods are contiguous"
+    );
     assert_eq!(second["usage_stats"]["job_count"], 1);
     assert_ne!(requests[0].key, requests[1].key);
 }
@@ -166,7 +192,12 @@ async fn failures_retry_the_same_body_and_key_with_backoff_then_succeed_once() {
     let (ts, submitter) = setup(Environment::default(), &url, None).await;
     ts.service.opt_in().await.expect("opt in");
     record_at(&ts, "job_completed", "2026-11-02T10:00:00Z", json!({})).await;
-    server.then(&[Reply::Status(500), Reply::Status(502), Reply::Status(503), Reply::Hang(7)]);
+    server.then(&[
+        Reply::Status(500),
+        Reply::Status(502),
+        Reply::Status(503),
+        Reply::Hang(7),
+    ]);
     ts.clock.advance(Duration::days(7));
     let mut accepted = 0;
     let mut last_retry = None;
@@ -177,7 +208,10 @@ async fn failures_retry_the_same_body_and_key_with_backoff_then_succeed_once() {
                 // Backoff is respected: nothing is sent before `at`.
                 let before = server.requests().len();
                 ts.clock.set(at - Duration::seconds(1));
-                assert!(matches!(submitter.tick().await.expect("tick"), TickOutcome::Waiting(_)));
+                assert!(matches!(
+                    submitter.tick().await.expect("tick"),
+                    TickOutcome::Waiting(_)
+                ));
                 assert_eq!(server.requests().len(), before);
                 last_retry = Some(at);
                 ts.clock.set(at);
@@ -194,7 +228,11 @@ async fn failures_retry_the_same_body_and_key_with_backoff_then_succeed_once() {
     assert!(last_retry.is_some());
     let requests = server.requests();
     assert_eq!(requests.len(), 5, "3 × 5xx, 1 timeout, 1 success");
-    assert!(requests.iter().all(|r| r.key == requests[0].key && r.body == requests[0].body));
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.key == requests[0].key && r.body == requests[0].body)
+    );
     hours(&ts, &submitter, 24).await;
     assert_eq!(server.requests().len(), 5, "never twice");
 }
@@ -206,7 +244,10 @@ async fn a_pending_report_survives_a_restart_with_the_same_key() {
     ts.service.opt_in().await.expect("opt in");
     server.then(&[Reply::Status(503)]);
     ts.clock.advance(Duration::days(7) + Duration::hours(1));
-    assert!(matches!(submitter.tick().await.expect("tick"), TickOutcome::Retry(..)));
+    assert!(matches!(
+        submitter.tick().await.expect("tick"),
+        TickOutcome::Retry(..)
+    ));
     let first_key = server.requests()[0].key.clone();
     let settings = ts.service.settings().clone();
     ts.service.close().await.expect("close");
@@ -234,9 +275,15 @@ async fn retry_after_is_honoured() {
     ts.service.opt_in().await.expect("opt in");
     server.then(&[Reply::RetryAfter(120)]);
     ts.clock.advance(Duration::days(7));
-    assert!(matches!(submitter.tick().await.expect("tick"), TickOutcome::Retry(..)));
+    assert!(matches!(
+        submitter.tick().await.expect("tick"),
+        TickOutcome::Retry(..)
+    ));
     ts.clock.advance(Duration::seconds(119));
-    assert!(matches!(submitter.tick().await.expect("tick"), TickOutcome::Waiting(_)));
+    assert!(matches!(
+        submitter.tick().await.expect("tick"),
+        TickOutcome::Waiting(_)
+    ));
     assert_eq!(server.requests().len(), 1);
     ts.clock.advance(Duration::seconds(2));
     assert_eq!(submitter.tick().await.expect("tick"), TickOutcome::Accepted);
@@ -250,7 +297,10 @@ async fn unauthorized_blocks_until_the_api_key_changes() {
     ts.service.opt_in().await.expect("opt in");
     server.then(&[Reply::Status(401)]);
     ts.clock.advance(Duration::days(7));
-    assert!(matches!(submitter.tick().await.expect("tick"), TickOutcome::Blocked(_)));
+    assert!(matches!(
+        submitter.tick().await.expect("tick"),
+        TickOutcome::Blocked(_)
+    ));
     assert!(submitter.has_problem().await.expect("problem"));
     hours(&ts, &submitter, 48).await;
     assert_eq!(server.requests().len(), 1, "no retry storm");
@@ -270,4 +320,53 @@ async fn unauthorized_blocks_until_the_api_key_changes() {
     let requests = server.requests();
     assert_eq!(requests[1].api_key.as_deref(), Some("right"));
     assert_eq!(requests[1].key, requests[0].key);
+}
+
+#[tokio::test]
+async fn opt_out_sends_one_deletion_for_the_old_id_then_silence_and_a_new_id_on_opt_in() {
+    let (server, url) = Server::start().await;
+    let (ts, submitter) = setup(Environment::default(), &url, None).await;
+    let old_id = ts.service.opt_in().await.expect("opt in");
+    record_at(&ts, "job_completed", "2026-11-02T10:00:00Z", json!({})).await;
+    hours(&ts, &submitter, 7 * 24 + 1).await;
+    assert_eq!(server.requests().len(), 1, "one report");
+
+    // The deletion fails once and is retried by the scheduler until confirmed.
+    server.then(&[Reply::Status(503)]);
+    submitter.opt_out().await.expect("opt out");
+    hours(&ts, &submitter, 21 * 24).await;
+    let requests = server.requests();
+    let deletions: Vec<_> = requests.iter().filter(|r| r.method == "DELETE").collect();
+    assert_eq!(deletions.len(), 2, "one failed attempt, one confirmed");
+    assert!(
+        deletions
+            .iter()
+            .all(|r| r.path == format!("/installation/{old_id}"))
+    );
+    assert_eq!(requests.len(), 3, "nothing else after the opt-out");
+    assert_eq!(requests.last().map(|r| r.method.as_str()), Some("DELETE"));
+
+    let new_id = ts.service.opt_in().await.expect("opt in again");
+    assert_ne!(new_id, old_id);
+    hours(&ts, &submitter, 7 * 24 + 1).await;
+    let last: Value =
+        serde_json::from_str(&server.requests().last().expect("report").body).expect("json");
+    assert_eq!(last["installation"]["installation_id"], new_id.as_str());
+}
+
+#[test]
+fn server_base_drops_the_last_path_segment() {
+    use printernizer_stats::submission::server_base;
+    assert_eq!(
+        server_base("https://stats.printernizer.com/submit"),
+        "https://stats.printernizer.com"
+    );
+    assert_eq!(
+        server_base("http://127.0.0.1:8080/api/v1/submit/"),
+        "http://127.0.0.1:8080/api/v1"
+    );
+    assert_eq!(
+        server_base("http://127.0.0.1:8080"),
+        "http://127.0.0.1:8080"
+    );
 }
