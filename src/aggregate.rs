@@ -138,6 +138,29 @@ pub struct InstallationContext {
     pub deployment_mode: DeploymentMode,
 }
 
+/// Most keys `printer_type_counts` and `error_summary` carry; the rest is folded into `other`.
+pub const MAX_MAP_KEYS: usize = 16;
+
+/// Keeps the `MAX_MAP_KEYS - 1` largest entries (ties by name) and sums the rest into `other`.
+fn fold_into_other(map: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    if map.len() <= MAX_MAP_KEYS {
+        return map;
+    }
+    let mut entries: Vec<(String, u64)> = map.into_iter().collect();
+    entries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut out = BTreeMap::new();
+    let mut other = 0;
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i < MAX_MAP_KEYS - 1 && k != "other" {
+            out.insert(k, v);
+        } else {
+            other += v;
+        }
+    }
+    *out.entry("other".to_owned()).or_default() += other;
+    out
+}
+
 /// Builds the report for `[start, end)` at time `now`.
 pub fn aggregate(
     conn: &Connection,
@@ -153,6 +176,7 @@ pub fn aggregate(
         let typ = typ.as_deref().unwrap_or(PrinterType::Unknown.as_str());
         *printer_type_counts.entry(typ.to_owned()).or_default() += 1;
     }
+    let printer_type_counts = fold_into_other(printer_type_counts);
     let feature_usage = rollup::features_as_of(conn, end)?
         .into_iter()
         .map(|(f, on)| (format!("{f}_enabled"), on))
@@ -194,7 +218,7 @@ pub fn aggregate(
             uptime_hours: ((uptime as f64) / 3600.0).round() as u64,
             feature_usage,
         },
-        error_summary: counts.errors,
+        error_summary: fold_into_other(counts.errors),
     })
 }
 
@@ -203,6 +227,23 @@ fn first_seen(conn: &Connection, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
         .as_deref()
         .and_then(crate::store::parse_ts)
         .unwrap_or(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_keep_at_most_16_keys_and_lose_no_count() {
+        let map: BTreeMap<String, u64> = (0..30).map(|i| (format!("k{i:02}"), i + 1)).collect();
+        let total: u64 = map.values().sum();
+        let folded = fold_into_other(map);
+        assert_eq!(folded.len(), MAX_MAP_KEYS);
+        assert_eq!(folded.values().sum::<u64>(), total);
+        assert!(folded.contains_key("k29") && !folded.contains_key("k00"));
+        let small: BTreeMap<String, u64> = [("a".to_owned(), 1)].into();
+        assert_eq!(fold_into_other(small.clone()), small);
+    }
 }
 
 /// The rolling "this week" window at `now`: the current UTC hour and the 167 before it.

@@ -15,6 +15,7 @@ use printernizer_stats::event::{RawEvent, parse_metadata};
 use printernizer_stats::mqtt::{self, supervisor};
 use printernizer_stats::service::{Environment, StatsService};
 use printernizer_stats::store::Inserted;
+use printernizer_stats::submission::{self, Submitter};
 use tracing_subscriber::EnvFilter;
 
 /// Privacy-first, opt-in usage statistics for Printernizer.
@@ -78,6 +79,8 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Submit the pending or next report now (at most one accepted submission per hour).
+    Submit,
     /// Show the opt-in state and what is stored.
     Status {
         /// Print JSON instead of text.
@@ -142,6 +145,23 @@ fn main() -> ExitCode {
             eprintln!("printernizer-stats: {}", error_line(&e));
             ExitCode::from(code)
         }
+    }
+}
+
+/// A sentence for a submission outcome.
+fn describe(outcome: &submission::TickOutcome) -> String {
+    use submission::TickOutcome::*;
+    let at = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    match outcome {
+        Disabled(why) => format!("not submitted: {why}"),
+        NotDue(t) => format!(
+            "not submitted: the next submission is possible at {}",
+            at(t)
+        ),
+        Waiting(t) => format!("a report is waiting for its next attempt at {}", at(t)),
+        Accepted => "report accepted by the aggregation server".into(),
+        Retry(t, why) => format!("not delivered ({why}); retried at {}", at(t)),
+        Blocked(why) => format!("refused by the server ({why}); fix the configuration"),
     }
 }
 
@@ -283,8 +303,27 @@ async fn dispatch(service: &StatsService, command: Command) -> anyhow::Result<()
             Ok(())
         }
         Command::OptOut => {
-            service.opt_out().await?;
+            if service.settings().submission_endpoint().is_some() {
+                // Sends the deletion request at once; `run` retries it if this fails.
+                Submitter::new(service.clone())?.opt_out().await?;
+            } else {
+                service.opt_out().await?;
+            }
             println!("opted out; local data stays until you run `delete-all --yes`");
+            Ok(())
+        }
+        Command::Submit => {
+            if service.settings().submission_endpoint().is_none() {
+                return Err(printernizer_stats::Error::InvalidInput(
+                    "submission is not configured: set submission.endpoint".into(),
+                )
+                .into());
+            }
+            let outcome = Submitter::new(service.clone())?.submit_now().await?;
+            println!("{}", describe(&outcome));
+            if let submission::TickOutcome::Disabled(why) = outcome {
+                return Err(printernizer_stats::Error::Policy(why).into());
+            }
             Ok(())
         }
         Command::Status { json } => {
@@ -345,6 +384,19 @@ async fn run(service: &StatsService) -> anyhow::Result<()> {
         })
     };
     let settings = service.settings().clone();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let submitter = match settings.submission_endpoint() {
+        Some(endpoint) => {
+            tracing::info!(%endpoint, "submission configured (only ever used after opt-in)");
+            let s = Submitter::new(service.clone())?;
+            tokio::spawn(submission::run_scheduler(s.clone(), stop_rx));
+            Some(s)
+        }
+        None => {
+            tracing::info!("submission disabled: submission.endpoint is not set");
+            None
+        }
+    };
     let mqtt = if settings.mqtt.enabled {
         let client_id = format!(
             "printernizer-stats-{}",
@@ -358,13 +410,19 @@ async fn run(service: &StatsService) -> anyhow::Result<()> {
                 return Ok(());
             }
         };
-        Some(mqtt::spawn(service.clone(), &settings, &broker))
+        Some(mqtt::spawn(
+            service.clone(),
+            &settings,
+            &broker,
+            submitter.clone(),
+        ))
     } else {
         tracing::info!("MQTT disabled (mqtt.enabled = false)");
         None
     };
     shutdown_signal().await;
     tracing::info!("shutting down");
+    let _ = stop.send(true);
     if let Some(mqtt) = mqtt {
         mqtt.shutdown().await;
     }

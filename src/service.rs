@@ -21,10 +21,7 @@ use crate::store::rollup::{self, counters};
 use crate::store::{Inserted, PendingInsert, Store, fmt_ts, parse_ts, settings};
 use crate::{Error, Result};
 
-/// Settings key: when the user opted in (start of the first report period).
-pub const OPT_IN_DATE: &str = "opt_in_date";
-/// Settings key: end of the last accepted report (start of the next one).
-pub const LAST_REPORT_END: &str = "last_report_end";
+pub use crate::store::settings::{LAST_REPORT_END, OPT_IN_DATE};
 
 /// Facts about the process environment that policy depends on.
 #[derive(Debug, Clone, Default)]

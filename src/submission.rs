@@ -48,6 +48,30 @@ pub fn server_base(endpoint: &str) -> String {
     }
 }
 
+/// Runs the scheduler until `stop`: one check shortly after start, then every hour at this
+/// installation's own minute (an offset derived from its secret salt, so it is stable across
+/// restarts and a fleet does not submit at the same minute). Overdue reports go out at the
+/// next check.
+pub async fn run_scheduler(submitter: Submitter, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let offset_s = u64::from_str_radix(&submitter.service.stable_tag("submission-offset"), 16)
+        .unwrap_or(0)
+        % 3600;
+    let mut delay = StdDuration::from_secs(30 + offset_s % 60);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return,
+        }
+        match submitter.tick().await {
+            Ok(outcome) => tracing::debug!(?outcome, "submission check"),
+            Err(e) => tracing::warn!(error = %e, "submission check failed; will retry next hour"),
+        }
+        let now = chrono::Utc::now().timestamp().rem_euclid(3600) as u64;
+        delay =
+            StdDuration::from_secs((offset_s + 3600 - now) % 3600).max(StdDuration::from_secs(60));
+    }
+}
+
 /// What a tick did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TickOutcome {
@@ -472,6 +496,31 @@ impl Submitter {
                 Ok(())
             })
             .await
+    }
+
+    /// When the next report is planned (for the `next_submission` sensor); `None` when
+    /// submission is off or blocked.
+    pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        if self.disabled_reason().await?.is_some() {
+            return Ok(None);
+        }
+        if let Some(p) = self.pending().await? {
+            let blocked = p
+                .blocked_fingerprint
+                .is_some_and(|f| f == self.fingerprint());
+            return Ok((!blocked).then_some(p.next_attempt_at));
+        }
+        let (start, _) = self.service.next_period().await?;
+        let due =
+            start + Duration::days(i64::from(self.service.settings().submission.interval_days));
+        let last = self
+            .service
+            .store()
+            .read(|c| settings::get(c, settings::LAST_SUBMISSION_DATE))
+            .await?
+            .as_deref()
+            .and_then(parse_ts);
+        Ok(Some(last.map_or(due, |l| due.max(l + MIN_SUBMISSION_GAP))))
     }
 
     /// Whether a queued report is blocked by the server under the current configuration.

@@ -23,6 +23,8 @@ struct Request {
     key: Option<String>,
     api_key: Option<String>,
     body: String,
+    /// What the server answered.
+    status: u16,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -46,14 +48,19 @@ impl Server {
             let state = state.clone();
             async move {
                 let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let reply = state.script.lock().expect("lock").pop_front().unwrap_or(Reply::Status(200));
                 state.requests.lock().expect("lock").push(Request {
                     method: method.to_string(),
                     path: uri.path().to_owned(),
                     key: header("idempotency-key"),
                     api_key: header("x-api-key"),
                     body: String::from_utf8_lossy(&body).into_owned(),
+                    status: match reply {
+                        Reply::Status(code) => code,
+                        Reply::RetryAfter(_) => 429,
+                        Reply::Hang(_) => 0,
+                    },
                 });
-                let reply = state.script.lock().expect("lock").pop_front().unwrap_or(Reply::Status(200));
                 match reply {
                     Reply::Status(code) => (
                         StatusCode::from_u16(code).expect("status"),
@@ -369,4 +376,97 @@ fn server_base_drops_the_last_path_segment() {
         server_base("http://127.0.0.1:8080"),
         "http://127.0.0.1:8080"
     );
+}
+
+mod sums {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 8, .. ProptestConfig::default() })]
+
+        /// Whatever arrives when, the accepted reports together count every stored event once.
+        #[test]
+        fn accepted_reports_sum_to_the_stored_events(
+            events in prop::collection::vec((0usize..5, 0i64..(21 * 24), 0i64..3600), 0..150),
+            flaky in prop::collection::vec(prop::bool::weighted(0.2), 40),
+        ) {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async {
+                let (server, url) = Server::start().await;
+                let (ts, submitter) = setup(Environment::default(), &url, None).await;
+                ts.service.opt_in().await.expect("opt in");
+                server.then(&flaky.iter().map(|f| if *f { Reply::Status(503) } else { Reply::Status(200) }).collect::<Vec<_>>());
+                let kinds = ["job_completed", "job_failed", "file_downloaded", "file_uploaded", "error_occurred"];
+                for hour in 0..(28 * 24) {
+                    for (kind, _, second) in events.iter().filter(|e| e.1 == hour) {
+                        let at = printernizer_stats::store::fmt_ts(
+                            printernizer_stats::clock::Clock::now(&ts.clock) + Duration::seconds(*second - 3600),
+                        );
+                        record_at(&ts, kinds[*kind], &at, json!({"error_type": "disk_full"})).await;
+                    }
+                    ts.clock.advance(Duration::hours(1));
+                    submitter.tick().await.expect("tick");
+                }
+                let accepted: Vec<Value> = server
+                    .requests()
+                    .iter()
+                    .filter(|r| r.method == "POST" && r.status == 200)
+                    .map(|r| serde_json::from_str(&r.body).expect("json"))
+                    .collect();
+                let mut sums = [0u64; 4];
+                let mut periods = std::collections::HashSet::new();
+                for body in &accepted {
+                    assert!(periods.insert(body["period"]["start"].to_string()), "a period was accepted twice");
+                    sums[0] += body["usage_stats"]["job_count"].as_u64().expect("n");
+                    sums[1] += body["usage_stats"]["file_count"].as_u64().expect("n");
+                    sums[2] += body["usage_stats"]["upload_count"].as_u64().expect("n");
+                    sums[3] += body["error_summary"].as_object().map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+                }
+                let until = ts
+                    .service
+                    .store()
+                    .read(|c| printernizer_stats::store::settings::get(c, "last_report_end"))
+                    .await
+                    .expect("read")
+                    .expect("at least one report was accepted");
+                // Events from before the opt-in are never reported.
+                let from = printernizer_stats::store::fmt_ts(common::t("2026-11-02T00:00:00Z"));
+                let counts: Vec<u64> = ts
+                    .service
+                    .store()
+                    .read(move |c| {
+                        let mut out = Vec::new();
+                        for kinds in ["'job_completed','job_failed'", "'file_downloaded'", "'file_uploaded'", "'error_occurred'"] {
+                            let n: i64 = c.query_row(
+                                &format!(
+                                    "SELECT count(*) FROM usage_events
+                                     WHERE event_type IN ({kinds}) AND timestamp >= ?2 AND timestamp < ?1"
+                                ),
+                                [&until, &from],
+                                |r| r.get(0),
+                            )?;
+                            out.push(n as u64);
+                        }
+                        Ok(out)
+                    })
+                    .await
+                    .expect("counts");
+                assert_eq!(sums.to_vec(), counts);
+                // And everything reported is marked submitted, nothing else.
+                let unsubmitted_before: i64 = ts
+                    .service
+                    .store()
+                    .read(|c| Ok(c.query_row(
+                        "SELECT count(*) FROM usage_events WHERE submitted = 0 AND timestamp >= '2026-11-02'
+                           AND timestamp < (SELECT value FROM usage_settings WHERE key = 'last_report_end')",
+                        [],
+                        |r| r.get(0),
+                    )?))
+                    .await
+                    .expect("count");
+                assert_eq!(unsubmitted_before, 0);
+            });
+        }
+    }
 }

@@ -18,6 +18,7 @@ use crate::i18n::Catalog;
 use crate::metrics::Metrics;
 use crate::service::StatsService;
 use crate::store::{Inserted, PendingInsert};
+use crate::submission::Submitter;
 
 /// How often the state is republished without a change (rolling windows move).
 pub(crate) const STATE_REFRESH: Duration = Duration::from_secs(300);
@@ -33,6 +34,7 @@ pub(crate) struct Shared {
     birth_delay_max: Duration,
     printernizer_online: Mutex<Option<bool>>,
     state_changed: Notify,
+    submitter: Option<Submitter>,
 }
 
 impl Shared {
@@ -42,6 +44,7 @@ impl Shared {
         topics: Topics,
         catalog: Catalog,
         birth_delay_max: Duration,
+        submitter: Option<Submitter>,
     ) -> Self {
         Self {
             service,
@@ -51,6 +54,7 @@ impl Shared {
             birth_delay_max,
             printernizer_online: Mutex::new(None),
             state_changed: Notify::new(),
+            submitter,
         }
     }
 
@@ -105,8 +109,15 @@ impl Shared {
     async fn publish_state(&self) {
         match self.service.local_stats().await {
             Ok(local) => {
+                let (problem, next) = match &self.submitter {
+                    Some(s) => (
+                        s.has_problem().await.unwrap_or(false),
+                        s.next_due().await.ok().flatten(),
+                    ),
+                    None => (false, None),
+                };
                 let state =
-                    StatePayload::new(&local, self.service.metrics(), self.online(), false, None);
+                    StatePayload::new(&local, self.service.metrics(), self.online(), problem, next);
                 match serde_json::to_vec(&state) {
                     Ok(json) => self.publish(self.topics.state(), true, json).await,
                     Err(e) => tracing::warn!(error = %e, "cannot serialize the state"),
@@ -265,7 +276,11 @@ async fn route(shared: &Arc<Shared>, publish: Publish, acks: &mpsc::UnboundedSen
                 }
             }
             b"OFF" => {
-                if let Err(e) = shared.service.opt_out().await {
+                let result = match &shared.submitter {
+                    Some(s) => s.opt_out().await,
+                    None => shared.service.opt_out().await,
+                };
+                if let Err(e) = result {
                     tracing::warn!(error = %e, "opt-out from Home Assistant failed");
                 }
             }
@@ -274,9 +289,16 @@ async fn route(shared: &Arc<Shared>, publish: Publish, acks: &mpsc::UnboundedSen
         shared.publish_opt_in_state().await;
         shared.state_changed.notify_one();
     } else if topic == shared.topics.submit_now() {
-        tracing::info!(
-            "\"Submit statistics now\" pressed: submission is not available in this version yet"
-        );
+        match &shared.submitter {
+            Some(s) => match s.submit_now().await {
+                Ok(outcome) => tracing::info!(?outcome, "\"Submit statistics now\" pressed"),
+                Err(e) => tracing::warn!(error = %e, "\"Submit statistics now\" failed"),
+            },
+            None => tracing::info!(
+                "\"Submit statistics now\" pressed, but submission is not configured (set submission.endpoint)"
+            ),
+        }
+        shared.state_changed.notify_one();
     }
     let _ = acks.send(Ack { publish, after });
 }

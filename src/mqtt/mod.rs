@@ -177,7 +177,12 @@ impl MqttHandle {
 }
 
 /// Starts the MQTT tasks.
-pub fn spawn(service: StatsService, settings: &Settings, broker: &BrokerConfig) -> MqttHandle {
+pub fn spawn(
+    service: StatsService,
+    settings: &Settings,
+    broker: &BrokerConfig,
+    submitter: Option<crate::submission::Submitter>,
+) -> MqttHandle {
     let topics = Topics::new(&settings.mqtt);
     let opts = mqtt_options(broker, &topics);
     let (client, eventloop) = AsyncClient::new(opts, 1024);
@@ -190,6 +195,7 @@ pub fn spawn(service: StatsService, settings: &Settings, broker: &BrokerConfig) 
         topics,
         Catalog::new(settings.language),
         Duration::from_secs(settings.mqtt.birth_delay_max_s),
+        submitter,
     ));
     let conn = tokio::spawn(connection::run(eventloop, inbound_tx, stop_rx.clone()));
     let tasks = handler::spawn(shared, inbound_rx, stop_rx);

@@ -21,6 +21,10 @@ pub const LAST_SUBMISSION_DATE: &str = "last_submission_date";
 pub const SUBMISSION_COUNT: &str = "submission_count";
 /// The report schema version the user consented to.
 pub const PRIVACY_POLICY_VERSION: &str = "privacy_policy_version";
+/// When the user opted in (start of the first report period).
+pub const OPT_IN_DATE: &str = "opt_in_date";
+/// End of the last accepted report (start of the next one).
+pub const LAST_REPORT_END: &str = "last_report_end";
 /// Random salt for printer-id hashes. Secret.
 pub const PRINTER_SALT: &str = "printer_salt";
 

@@ -85,6 +85,23 @@ fn flush(
     }
 }
 
+/// The end of the newest period frozen into a report (accepted or pending), if any.
+///
+/// Reports count events by their timestamp. An event that arrives after its period was built
+/// into a report would otherwise never be reported (the next period starts at that report's
+/// end), so such an event is stored with its receive time instead: counted once, in the next
+/// report.
+fn frozen_until(conn: &Connection) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+    let value: Option<String> = conn
+        .prepare_cached(
+            "SELECT max(v) FROM (
+                SELECT value AS v FROM usage_settings WHERE key = ?1
+                UNION ALL SELECT period_end FROM usage_submissions WHERE kind = 'report')",
+        )?
+        .query_row([super::settings::LAST_REPORT_END], |r| r.get(0))?;
+    Ok(value.as_deref().and_then(super::parse_ts))
+}
+
 fn insert_batch(
     conn: &mut Connection,
     batch: &[(UsageEvent, oneshot::Sender<WriteOutcome>)],
@@ -93,6 +110,7 @@ fn insert_batch(
     let now = clock.now();
     let created_at = fmt_ts(now);
     let tx = conn.transaction()?;
+    let frozen = frozen_until(&tx)?;
     let mut rollup = RollupBatch::default();
     let mut outcomes = Vec::with_capacity(batch.len());
     {
@@ -103,6 +121,18 @@ fn insert_batch(
         )?;
         for (e, _) in batch {
             let metadata = serde_json::to_string(&e.metadata)?;
+            // A late event for a period already frozen into a report belongs to the next one.
+            let restamped;
+            let e = match frozen {
+                Some(f) if e.timestamp < f => {
+                    restamped = UsageEvent {
+                        timestamp: now.max(f),
+                        ..e.clone()
+                    };
+                    &restamped
+                }
+                _ => e,
+            };
             let changed = stmt.execute(params![
                 e.id.to_string(),
                 e.event_type.as_str(),
