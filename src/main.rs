@@ -234,7 +234,32 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
     result
 }
 
+/// In add-on mode, reads Home Assistant's country for reports (a failure only logs: the
+/// configured `installation.country_code`, else `XX`, is used).
+async fn apply_home_assistant_country(service: &StatsService) {
+    let Ok(token) = std::env::var(printernizer_stats::config::SUPERVISOR_TOKEN_ENV) else {
+        return;
+    };
+    if token.is_empty() {
+        return;
+    }
+    let url = std::env::var(supervisor::SUPERVISOR_URL_ENV)
+        .unwrap_or_else(|_| supervisor::DEFAULT_SUPERVISOR_URL.into());
+    match supervisor::home_assistant_country(&url, &token).await {
+        Ok(country) => service.set_home_assistant_country(country),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read Home Assistant's country; using installation.country_code")
+        }
+    }
+}
+
 async fn dispatch(service: &StatsService, command: Command) -> anyhow::Result<()> {
+    if matches!(
+        command,
+        Command::Run | Command::Report { .. } | Command::Submit
+    ) {
+        apply_home_assistant_country(service).await;
+    }
     match command {
         Command::Run => run(service).await,
         Command::Simulate { .. } => unreachable!("handled before the store is opened"),

@@ -88,6 +88,7 @@ pub struct StatsService {
     sanitizer: Sanitizer,
     metrics: Arc<Metrics>,
     env: Arc<Environment>,
+    ha_country: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl StatsService {
@@ -103,6 +104,7 @@ impl StatsService {
             settings: Arc::new(settings),
             metrics: Arc::new(Metrics::default()),
             env: Arc::new(env),
+            ha_country: Arc::default(),
         })
     }
 
@@ -315,9 +317,22 @@ impl StatsService {
             .await
     }
 
+    /// Sets the country Home Assistant is configured for (add-on mode); it takes precedence
+    /// over `installation.country_code`. Never derived from an IP address.
+    pub fn set_home_assistant_country(&self, country: Option<String>) {
+        *self.ha_country.lock().unwrap_or_else(|e| e.into_inner()) = country;
+    }
+
     fn context(&self) -> InstallationContext {
+        let ha = self
+            .ha_country
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         InstallationContext {
-            country_code: self.settings.country_code().unwrap_or_else(|| "XX".into()),
+            country_code: ha
+                .or_else(|| self.settings.country_code())
+                .unwrap_or_else(|| "XX".into()),
             deployment_mode: self
                 .settings
                 .deployment_mode()

@@ -291,6 +291,22 @@ impl Submitter {
         if now < pending.next_attempt_at && !now_pressed {
             return Ok(TickOutcome::Waiting(pending.next_attempt_at));
         }
+        let mut pending = pending;
+        if now_pressed && pending.attempts > 0 {
+            // A press sends the same report at once and starts the backoff afresh.
+            let id = pending.id;
+            self.service
+                .store()
+                .write(move |tx, _| {
+                    tx.execute(
+                        "UPDATE usage_submissions SET attempts = 0 WHERE id = ?1",
+                        [id],
+                    )?;
+                    Ok(())
+                })
+                .await?;
+            pending.attempts = 0;
+        }
         self.send(pending, now).await
     }
 

@@ -246,3 +246,54 @@ fn run_starts_logs_and_stops_cleanly_on_sigterm() {
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
 }
+
+#[test]
+fn addon_mode_reports_home_assistants_country() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let paths = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = paths.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]).to_string();
+            seen.lock()
+                .expect("lock")
+                .push(request.lines().next().unwrap_or("").to_owned());
+            let body = r#"{"country":"de","time_zone":"Europe/Berlin","language":"de"}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = json_stdout(
+        cli(&dir)
+            .arg("report")
+            .env("SUPERVISOR_TOKEN", "t")
+            .env("PRINTERNIZER_STATS_SUPERVISOR_URL", &url)
+            .env("PRINTERNIZER_STATS__INSTALLATION__COUNTRY_CODE", "FR"),
+    );
+    assert_eq!(report["installation"]["country_code"], "DE");
+    assert_eq!(report["installation"]["deployment_mode"], "homeassistant");
+    assert!(
+        paths
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|p| p.starts_with("GET /core/api/config "))
+    );
+
+    // Outside the add-on the configured code is used, and never anything from the network.
+    let report = json_stdout(
+        cli(&dir)
+            .arg("report")
+            .env("PRINTERNIZER_STATS__INSTALLATION__COUNTRY_CODE", "FR"),
+    );
+    assert_eq!(report["installation"]["country_code"], "FR");
+}

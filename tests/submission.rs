@@ -470,3 +470,43 @@ mod sums {
         }
     }
 }
+
+#[tokio::test]
+async fn submit_now_sends_the_pending_report_at_once_but_never_twice_an_hour() {
+    let (server, url) = Server::start().await;
+    let (ts, submitter) = setup(Environment::default(), &url, None).await;
+    ts.service.opt_in().await.expect("opt in");
+    // Too early for a weekly report, but a press builds and sends one.
+    server.then(&[Reply::Status(503)]);
+    ts.clock.advance(Duration::hours(5));
+    assert!(matches!(
+        submitter.submit_now().await.expect("press"),
+        TickOutcome::Retry(..)
+    ));
+    assert!(matches!(
+        submitter.tick().await.expect("tick"),
+        TickOutcome::Waiting(_)
+    ));
+    assert_eq!(
+        submitter.submit_now().await.expect("press"),
+        TickOutcome::Accepted
+    );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].key, requests[1].key, "the same pending report");
+    // A press within the hour after an accepted submission says when the next one is possible.
+    ts.clock.advance(Duration::minutes(10));
+    assert!(matches!(
+        submitter.submit_now().await.expect("press"),
+        TickOutcome::NotDue(_)
+    ));
+    assert_eq!(server.requests().len(), 2);
+    ts.clock.advance(Duration::minutes(51));
+    assert_eq!(
+        submitter.submit_now().await.expect("press"),
+        TickOutcome::Accepted
+    );
+    let body: Value = serde_json::from_str(&server.requests()[2].body).expect("json");
+    let first: Value = serde_json::from_str(&requests[0].body).expect("json");
+    assert_eq!(body["period"]["start"], first["period"]["end"]);
+}

@@ -103,6 +103,42 @@ pub async fn fetch(base_url: &str, token: &str) -> Result<BrokerService> {
     })
 }
 
+#[derive(Deserialize)]
+struct CoreConfig {
+    #[serde(default)]
+    country: Option<String>,
+}
+
+/// Home Assistant's configured country (`GET <supervisor>/core/api/config`, needs
+/// `homeassistant_api: true`), as an ISO 3166-1 alpha-2 code; `None` when unset or invalid.
+pub async fn home_assistant_country(base_url: &str, token: &str) -> Result<Option<String>> {
+    let url = format!("{}/core/api/config", base_url.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| Error::Mqtt(format!("HTTP client: {e}")))?;
+    let response = client
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| Error::Mqtt(format!("Home Assistant core config {url}: {e}")))?;
+    if !response.status().is_success() {
+        return Err(Error::Mqtt(format!(
+            "Home Assistant core config {url}: HTTP {}",
+            response.status().as_u16()
+        )));
+    }
+    let config: CoreConfig = response
+        .json()
+        .await
+        .map_err(|e| Error::Mqtt(format!("Home Assistant core config: {e}")))?;
+    Ok(config
+        .country
+        .map(|c| c.trim().to_ascii_uppercase())
+        .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase())))
+}
+
 /// Asks until the Supervisor answers, backing off from 1 s to 60 s.
 pub async fn wait_for(base_url: &str, token: &str) -> BrokerService {
     let mut delay = Duration::from_secs(1);
