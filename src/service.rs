@@ -191,6 +191,23 @@ impl StatsService {
         Ok(())
     }
 
+    /// Whether the user opted in to the current report schema (and `DO_NOT_TRACK` is unset):
+    /// what the Home Assistant switch shows.
+    pub async fn sharing_active(&self) -> Result<bool> {
+        if self.env.do_not_track {
+            return Ok(false);
+        }
+        self.store
+            .read(|c| {
+                Ok(
+                    settings::get(c, settings::OPT_IN_STATUS)?.as_deref() == Some("enabled")
+                        && settings::get(c, settings::PRIVACY_POLICY_VERSION)?.as_deref()
+                            == Some(SCHEMA_VERSION),
+                )
+            })
+            .await
+    }
+
     /// Whether the user opted in.
     pub async fn is_opted_in(&self) -> Result<bool> {
         Ok(self
@@ -290,10 +307,15 @@ impl StatsService {
             .read(move |c| {
                 let opt_in =
                     settings::get(c, settings::OPT_IN_STATUS)?.unwrap_or_else(|| "disabled".into());
+                let consented = settings::get(c, settings::PRIVACY_POLICY_VERSION)?;
                 let reason = if dnt {
                     Some("DO_NOT_TRACK is set: nothing is submitted".to_owned())
                 } else if opt_in != "enabled" {
                     Some("not opted in: nothing is submitted".to_owned())
+                } else if consented.as_deref() != Some(SCHEMA_VERSION) {
+                    Some(format!(
+                        "consent needed for schema {SCHEMA_VERSION}: opt in again to resume"
+                    ))
                 } else {
                     None
                 };

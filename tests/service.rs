@@ -221,3 +221,28 @@ async fn rejected_events_are_counted_and_store_nothing() {
         0
     );
 }
+
+#[tokio::test]
+async fn an_older_consent_pauses_sharing_until_the_user_opts_in_again() {
+    let ts = open_at("2026-11-20T12:00:00Z");
+    ts.service.opt_in().await.expect("opt in");
+    assert!(ts.service.sharing_active().await.expect("state"));
+    // As if the user had consented to an older schema than this release sends.
+    ts.service
+        .store()
+        .write(|tx, now| {
+            printernizer_stats::store::settings::set(tx, "privacy_policy_version", "0.9", now)
+        })
+        .await
+        .expect("write");
+    assert!(!ts.service.sharing_active().await.expect("state"));
+    let status = ts.service.status().await.expect("status");
+    assert!(
+        status
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("consent needed for schema 1.0"))
+    );
+    ts.service.opt_in().await.expect("opt in again");
+    assert!(ts.service.sharing_active().await.expect("state"));
+}

@@ -91,8 +91,8 @@ impl Shared {
     }
 
     async fn publish_opt_in_state(&self) {
-        let on = match self.service.is_opted_in().await {
-            Ok(on) => on && !self.service.do_not_track(),
+        let on = match self.service.sharing_active().await {
+            Ok(on) => on,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the opt-in state");
                 return;
