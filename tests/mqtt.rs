@@ -207,6 +207,16 @@ async fn discovery_birth_message_and_the_opt_in_switch() {
         "printernizer_stats/opt_in/set"
     );
     assert_eq!(find("printernizer_online")["device_class"], "connectivity");
+    assert_eq!(
+        find("opt_in")["json_attributes_topic"],
+        "printernizer_stats/opt_in/attributes"
+    );
+    late.wait_for("printernizer_stats/opt_in/attributes", T, |m| {
+        m.json()["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not opted in"))
+    })
+    .await;
     for topic in [
         "printernizer_stats/availability",
         "printernizer_stats/state",

@@ -91,9 +91,12 @@ impl Shared {
     }
 
     async fn publish_opt_in_state(&self) {
-        let on = match self.service.sharing_active().await {
-            Ok(on) => on,
-            Err(e) => {
+        let (on, status) = match (
+            self.service.sharing_active().await,
+            self.service.status().await,
+        ) {
+            (Ok(on), Ok(status)) => (on, status),
+            (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(error = %e, "cannot read the opt-in state");
                 return;
             }
@@ -102,6 +105,13 @@ impl Shared {
             self.topics.opt_in_state(),
             true,
             if on { "ON" } else { "OFF" },
+        )
+        .await;
+        let attributes = serde_json::json!({ "reason": status.reason });
+        self.publish(
+            self.topics.opt_in_attributes(),
+            true,
+            attributes.to_string(),
         )
         .await;
     }

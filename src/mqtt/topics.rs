@@ -39,6 +39,10 @@ impl Topics {
     pub fn opt_in_state(&self) -> String {
         format!("{}/opt_in/state", self.base)
     }
+    /// `<base>/opt_in/attributes`: `{"reason": …}` why sharing is off (or null), retained.
+    pub fn opt_in_attributes(&self) -> String {
+        format!("{}/opt_in/attributes", self.base)
+    }
     /// `<base>/submit_now/press`.
     pub fn submit_now(&self) -> String {
         format!("{}/submit_now/press", self.base)

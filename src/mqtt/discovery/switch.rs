@@ -18,6 +18,8 @@ pub struct Switch {
     pub payload_on: &'static str,
     /// `OFF`.
     pub payload_off: &'static str,
+    /// `{"reason": …}`: why sharing is off.
+    pub json_attributes_topic: String,
 }
 
 /// `switch.printernizer_stats_opt_in`.
@@ -33,6 +35,7 @@ pub fn opt_in(ctx: Context<'_>) -> DiscoveryMessage {
         state_topic: ctx.topics.opt_in_state(),
         payload_on: "ON",
         payload_off: "OFF",
+        json_attributes_topic: ctx.topics.opt_in_attributes(),
     };
     ctx.message("switch", "opt_in", &switch)
 }
