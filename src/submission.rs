@@ -123,6 +123,14 @@ impl Submitter {
         Ok(Self { service, client })
     }
 
+    /// Adds `X-API-Key` when one is configured.
+    fn with_api_key(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self.service.settings().submission.api_key.as_deref() {
+            Some(key) if !key.is_empty() => request.header("X-API-Key", key),
+            _ => request,
+        }
+    }
+
     /// Endpoint and API key, hashed: a blocked report is retried only when this changes.
     fn fingerprint(&self) -> String {
         let s = &self.service.settings().submission;
@@ -197,18 +205,7 @@ impl Submitter {
             if !force && now < next {
                 continue;
             }
-            let mut request = self.client.delete(&url);
-            if let Some(key) = self
-                .service
-                .settings()
-                .submission
-                .api_key
-                .as_deref()
-                .filter(|k| !k.is_empty())
-            {
-                request = request.header("X-API-Key", key);
-            }
-            let result = request.send().await;
+            let result = self.with_api_key(self.client.delete(&url)).send().await;
             let done =
                 matches!(&result, Ok(r) if r.status().is_success() || r.status().as_u16() == 404);
             if done {
@@ -390,22 +387,13 @@ impl Submitter {
     }
 
     async fn send(&self, pending: Pending, now: DateTime<Utc>) -> Result<TickOutcome> {
-        let mut request = self
-            .client
-            .post(&pending.url)
-            .header("Content-Type", "application/json")
-            .header("Idempotency-Key", &pending.key)
-            .body(pending.body.clone());
-        if let Some(key) = self
-            .service
-            .settings()
-            .submission
-            .api_key
-            .as_deref()
-            .filter(|k| !k.is_empty())
-        {
-            request = request.header("X-API-Key", key);
-        }
+        let request = self.with_api_key(
+            self.client
+                .post(&pending.url)
+                .header("Content-Type", "application/json")
+                .header("Idempotency-Key", &pending.key)
+                .body(pending.body.clone()),
+        );
         let (delay, reason, blocked): (Duration, String, bool) = match request.send().await {
             Ok(response) => {
                 let status = response.status();

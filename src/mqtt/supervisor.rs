@@ -59,11 +59,16 @@ enum PortValue {
     Text(String),
 }
 
-/// Asks the Supervisor once.
-pub async fn fetch(base_url: &str, token: &str) -> Result<BrokerService> {
-    let url = format!("{}/services/mqtt", base_url.trim_end_matches('/'));
+/// `GET <base><path>` with the Supervisor token; returns the URL (for messages) and the answer.
+async fn get(
+    base_url: &str,
+    path: &str,
+    token: &str,
+    timeout: Duration,
+) -> Result<(String, reqwest::Response)> {
+    let url = format!("{}{path}", base_url.trim_end_matches('/'));
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(timeout)
         .build()
         .map_err(|e| Error::Mqtt(format!("HTTP client: {e}")))?;
     let response = client
@@ -72,6 +77,12 @@ pub async fn fetch(base_url: &str, token: &str) -> Result<BrokerService> {
         .send()
         .await
         .map_err(|e| Error::Mqtt(format!("Supervisor {url}: {e}")))?;
+    Ok((url, response))
+}
+
+/// Asks the Supervisor once.
+pub async fn fetch(base_url: &str, token: &str) -> Result<BrokerService> {
+    let (url, response) = get(base_url, "/services/mqtt", token, Duration::from_secs(10)).await?;
     let status = response.status();
     let envelope: Envelope = response.json().await.map_err(|e| {
         Error::Mqtt(format!(
@@ -112,17 +123,7 @@ struct CoreConfig {
 /// Home Assistant's configured country (`GET <supervisor>/core/api/config`, needs
 /// `homeassistant_api: true`), as an ISO 3166-1 alpha-2 code; `None` when unset or invalid.
 pub async fn home_assistant_country(base_url: &str, token: &str) -> Result<Option<String>> {
-    let url = format!("{}/core/api/config", base_url.trim_end_matches('/'));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| Error::Mqtt(format!("HTTP client: {e}")))?;
-    let response = client
-        .get(&url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .map_err(|e| Error::Mqtt(format!("Home Assistant core config {url}: {e}")))?;
+    let (url, response) = get(base_url, "/core/api/config", token, Duration::from_secs(5)).await?;
     if !response.status().is_success() {
         return Err(Error::Mqtt(format!(
             "Home Assistant core config {url}: HTTP {}",
