@@ -123,6 +123,17 @@ impl Submitter {
         Ok(Self { service, client })
     }
 
+    /// When the last report was accepted.
+    async fn last_accepted(&self) -> Result<Option<DateTime<Utc>>> {
+        Ok(self
+            .service
+            .store()
+            .read(|c| settings::get(c, settings::LAST_SUBMISSION_DATE))
+            .await?
+            .as_deref()
+            .and_then(parse_ts))
+    }
+
     /// Adds `X-API-Key` when one is configured.
     fn with_api_key(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match self.service.settings().submission.api_key.as_deref() {
@@ -254,13 +265,7 @@ impl Submitter {
             return Ok(TickOutcome::Disabled(reason));
         }
         let now = self.service.store().clock().now();
-        let last_accept = self
-            .service
-            .store()
-            .read(|c| settings::get(c, settings::LAST_SUBMISSION_DATE))
-            .await?
-            .as_deref()
-            .and_then(parse_ts);
+        let last_accept = self.last_accepted().await?;
         if let Some(last) = last_accept
             && now < last + MIN_SUBMISSION_GAP
         {
@@ -517,13 +522,7 @@ impl Submitter {
         let (start, _) = self.service.next_period().await?;
         let due =
             start + Duration::days(i64::from(self.service.settings().submission.interval_days));
-        let last = self
-            .service
-            .store()
-            .read(|c| settings::get(c, settings::LAST_SUBMISSION_DATE))
-            .await?
-            .as_deref()
-            .and_then(parse_ts);
+        let last = self.last_accepted().await?;
         Ok(Some(last.map_or(due, |l| due.max(l + MIN_SUBMISSION_GAP))))
     }
 
