@@ -4,6 +4,8 @@
 //! Definitions (the server's sums rely on them):
 //! * `job_count` = `job_completed` + `job_failed` events (a cancelled job is a `job_failed` with
 //!   outcome `cancelled`); `job_created` is not counted, so a job is never counted twice;
+//!   `jobs_completed` and `jobs_failed` (additions to the seed's shape, ignored by upstream's
+//!   server) split it, so the server can compute success rates;
 //! * `file_count` = `file_downloaded` events; `upload_count` = `file_uploaded` events;
 //! * `printer_fleet` = the distinct printers (salted hashes) seen in the period, each with its
 //!   latest known `printer_type`; events without `printer_id` do not count;
@@ -119,6 +121,11 @@ pub struct PrinterFleetStats {
 pub struct UsageStats {
     /// Completed + failed jobs.
     pub job_count: u64,
+    /// Completed jobs (an addition to the seed's shape: lets the server compute success rates;
+    /// `job_count = jobs_completed + jobs_failed`).
+    pub jobs_completed: u64,
+    /// Failed or cancelled jobs (addition, see `jobs_completed`).
+    pub jobs_failed: u64,
     /// Files downloaded from printers.
     pub file_count: u64,
     /// Files uploaded to the library.
@@ -213,6 +220,8 @@ pub fn aggregate(
         },
         usage_stats: UsageStats {
             job_count: counts.of(EventType::JobCompleted) + counts.of(EventType::JobFailed),
+            jobs_completed: counts.of(EventType::JobCompleted),
+            jobs_failed: counts.of(EventType::JobFailed),
             file_count: counts.of(EventType::FileDownloaded),
             upload_count: counts.of(EventType::FileUploaded),
             uptime_hours: ((uptime as f64) / 3600.0).round() as u64,

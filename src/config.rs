@@ -50,6 +50,55 @@ pub struct Settings {
     /// Language of Home Assistant entity names: `en` or `de`.
     #[serde(default)]
     pub language: Language,
+    /// The aggregation server (`printernizer-stats aggregator`).
+    #[serde(default)]
+    pub aggregator: AggregatorSettings,
+}
+
+/// `[aggregator]` — only read by `printernizer-stats aggregator`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregatorSettings {
+    /// Listen address.
+    pub bind: String,
+    /// `sqlite://relative/path.db`, `sqlite:///absolute/path.db` or `postgres://…`.
+    pub database_url: String,
+    /// Accepted `X-API-Key` values; empty = no key required. As an environment variable:
+    /// comma-separated (`PRINTERNIZER_STATS__AGGREGATOR__API_KEYS=k1,k2`).
+    pub api_keys: Vec<String>,
+    /// Accepted submissions per installation and hour (1–1000).
+    pub rate_limit_per_hour: u32,
+    /// Largest accepted request body (1 KiB – 16 MiB).
+    pub max_body_bytes: usize,
+    /// Submissions older than this many days are deleted (1–3650).
+    pub retention_days: u32,
+    /// `/stats/overview` folds every bucket with fewer installations into `other` (1–1000).
+    pub k_anonymity: u32,
+}
+
+impl Default for AggregatorSettings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            database_url: "sqlite://aggregator.db".into(),
+            api_keys: Vec::new(),
+            rate_limit_per_hour: 1,
+            max_body_bytes: 64 * 1024,
+            retention_days: 730,
+            k_anonymity: 5,
+        }
+    }
+}
+
+impl AggregatorSettings {
+    /// The configured API keys without blanks (an empty environment value means "none").
+    pub fn api_keys(&self) -> Vec<String> {
+        self.api_keys
+            .iter()
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .collect()
+    }
 }
 
 /// `language`
@@ -214,6 +263,7 @@ impl Settings {
             },
             mqtt: MqttSettings::default(),
             language: Language::En,
+            aggregator: AggregatorSettings::default(),
         }
     }
 
@@ -306,6 +356,41 @@ impl Settings {
                 format!("{} is out of range 1–60", self.mqtt.birth_delay_max_s),
             );
         }
+        let agg = &self.aggregator;
+        if agg.bind.parse::<std::net::SocketAddr>().is_err() {
+            return bad(
+                "aggregator.bind",
+                format!("`{}` is not an address like 127.0.0.1:8080", agg.bind),
+            );
+        }
+        if let Err(e) = crate::aggregator::store::DatabaseUrl::parse(&agg.database_url) {
+            return bad("aggregator.database_url", e);
+        }
+        for (key, value, range) in [
+            (
+                "aggregator.rate_limit_per_hour",
+                agg.rate_limit_per_hour as usize,
+                1..=1000,
+            ),
+            (
+                "aggregator.max_body_bytes",
+                agg.max_body_bytes,
+                1024..=16 * 1024 * 1024,
+            ),
+            (
+                "aggregator.retention_days",
+                agg.retention_days as usize,
+                1..=3650,
+            ),
+            ("aggregator.k_anonymity", agg.k_anonymity as usize, 1..=1000),
+        ] {
+            if !range.contains(&value) {
+                return bad(
+                    key,
+                    format!("{value} is out of range {}–{}", range.start(), range.end()),
+                );
+            }
+        }
         if let Some(cc) = self.country_code()
             && (cc.len() != 2 || !cc.bytes().all(|b| b.is_ascii_uppercase()))
         {
@@ -382,6 +467,8 @@ impl Loader {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("aggregator.api_keys")
                 .source(Some(self.env.clone().into_iter().collect())),
         );
 
@@ -465,6 +552,39 @@ mod tests {
         assert!(
             err(&[("PRINTERNIZER_STATS__INSTALLATION__DEPLOYMENT_MODE", "k8s")])
                 .contains("installation.deployment_mode")
+        );
+    }
+
+    #[test]
+    fn aggregator_keys_from_the_environment() {
+        let s = loader(&[
+            ("PRINTERNIZER_STATS__AGGREGATOR__API_KEYS", "k1,k2"),
+            ("PRINTERNIZER_STATS__AGGREGATOR__RATE_LIMIT_PER_HOUR", "3"),
+            (
+                "PRINTERNIZER_STATS__AGGREGATOR__DATABASE_URL",
+                "postgres://u@127.0.0.1/agg",
+            ),
+        ])
+        .load()
+        .expect("loads");
+        assert_eq!(s.aggregator.api_keys(), ["k1", "k2"]);
+        assert_eq!(s.aggregator.rate_limit_per_hour, 3);
+        let s = loader(&[("PRINTERNIZER_STATS__AGGREGATOR__API_KEYS", "")])
+            .load()
+            .expect("loads");
+        assert!(s.aggregator.api_keys().is_empty());
+        let err = |env: &[(&str, &str)]| loader(env).load().expect_err("must fail").to_string();
+        assert!(
+            err(&[("PRINTERNIZER_STATS__AGGREGATOR__DATABASE_URL", "mysql://x")])
+                .contains("aggregator.database_url")
+        );
+        assert!(
+            err(&[("PRINTERNIZER_STATS__AGGREGATOR__BIND", "localhost")])
+                .contains("aggregator.bind")
+        );
+        assert!(
+            err(&[("PRINTERNIZER_STATS__AGGREGATOR__K_ANONYMITY", "0")])
+                .contains("aggregator.k_anonymity")
         );
     }
 }

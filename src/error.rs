@@ -34,6 +34,10 @@ pub enum Error {
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
 
+    /// PostgreSQL (the aggregation server's shared database) failed or is unreachable.
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
+
     /// The database schema is newer than this program understands, or a migration failed.
     #[error("database schema: {0}")]
     Schema(String),

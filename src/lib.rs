@@ -17,9 +17,12 @@
 //! * [`aggregate`] — `AggregatedStats` (the submission payload) and local statistics.
 //! * [`service`] — the façade the CLI (and later MQTT and HTTP) use: record, opt-in, report, export.
 //!
+//! * [`aggregator`] — the aggregation server that receives the reports (SQLite or PostgreSQL).
+//!
 //! See `docs/ARCHITECTURE.md` for the module map.
 
 pub mod aggregate;
+pub mod aggregator;
 pub mod clock;
 pub mod config;
 pub mod error;

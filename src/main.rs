@@ -81,6 +81,16 @@ enum Command {
     },
     /// Submit the pending or next report now (at most one accepted submission per hour).
     Submit,
+    /// Run the aggregation server that receives the reports (SQLite or PostgreSQL).
+    Aggregator {
+        /// Listen address (overrides `aggregator.bind`).
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<String>,
+        /// `sqlite://path.db`, `sqlite:///abs/path.db` or `postgres://…` (overrides
+        /// `aggregator.database_url`).
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+    },
     /// Show the opt-in state and what is stored.
     Status {
         /// Print JSON instead of text.
@@ -195,7 +205,24 @@ fn init_tracing(settings: &Settings) {
         .try_init();
 }
 
-async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
+async fn execute(command: Command, mut settings: Settings) -> anyhow::Result<()> {
+    if let Command::Aggregator { bind, database_url } = command {
+        // The server has its own database; the local statistics store is not opened.
+        if let Some(bind) = bind {
+            settings.aggregator.bind = bind;
+        }
+        if let Some(url) = database_url {
+            settings.aggregator.database_url = url;
+        }
+        settings.validate()?;
+        printernizer_stats::aggregator::run(&settings.aggregator, async {
+            shutdown_signal().await;
+            tracing::info!("aggregator: shutting down after in-flight requests");
+        })
+        .await
+        .context("aggregator failed")?;
+        return Ok(());
+    }
     if let Command::Simulate {
         printers,
         events,
@@ -262,7 +289,9 @@ async fn dispatch(service: &StatsService, command: Command) -> anyhow::Result<()
     }
     match command {
         Command::Run => run(service).await,
-        Command::Simulate { .. } => unreachable!("handled before the store is opened"),
+        Command::Simulate { .. } | Command::Aggregator { .. } => {
+            unreachable!("handled before the store is opened")
+        }
         Command::Report { from, to } => {
             let report = service.report(from, to).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);

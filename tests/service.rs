@@ -110,6 +110,8 @@ async fn the_report_has_the_seed_shape_and_exact_figures() {
         v["usage_stats"],
         json!({
             "job_count": 2 + 1,
+            "jobs_completed": 2,
+            "jobs_failed": 1,
             "file_count": 1,
             "upload_count": 1,
             "uptime_hours": 10,
