@@ -1,0 +1,250 @@
+//! Aggregation-server benchmark (run: `scripts/bench-aggregator`, or
+//! `cargo bench --bench aggregator`; `BENCH_SECONDS` sets each phase's length).
+//!
+//! In one run, on 127.0.0.1, with distinct installations (so every request is a real insert):
+//! * baseline: an axum handler that parses and validates the same JSON (the server's own
+//!   `submission::parse`) and stores nothing;
+//! * ours: `printernizer-stats aggregator`'s router over SQLite, and over PostgreSQL when one
+//!   answers at `PRINTERNIZER_STATS_TEST_PG` (default `postgres://postgres@127.0.0.1:5432/postgres`).
+//!
+//! Each at concurrency 16 and 64; prints submissions/s, p50 and p99 latency, and the ratio to
+//! the baseline. docs/PERFORMANCE.md records the figures.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::routing::post;
+use printernizer_stats::aggregator::App;
+use printernizer_stats::aggregator::store::{PgStore, SqliteStore};
+use printernizer_stats::aggregator::submission;
+use printernizer_stats::clock::SystemClock;
+use printernizer_stats::config::AggregatorSettings;
+use serde_json::json;
+
+fn body(i: usize) -> Vec<u8> {
+    let now = chrono::Utc::now();
+    let end = now - chrono::Duration::hours(1);
+    let start = end - chrono::Duration::days(7);
+    let ts =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mode = ["homeassistant", "docker", "pi"][i % 3];
+    serde_json::to_vec(&json!({
+        "schema_version": "1.0",
+        "submission_timestamp": ts(now),
+        "installation": {
+            "installation_id": uuid::Uuid::new_v4().to_string(),
+            "first_seen": "2026-01-01T00:00:00Z",
+            "app_version": "2.7.0", "python_version": "3.11.7", "platform": "linux",
+            "deployment_mode": mode, "country_code": "DE"
+        },
+        "period": {"start": ts(start), "end": ts(end), "duration_days": 7},
+        "printer_fleet": {"printer_count": 3, "printer_types": ["bambu_lab", "prusa"],
+                          "printer_type_counts": {"bambu_lab": 2, "prusa": 1}},
+        "usage_stats": {"job_count": 12, "jobs_completed": 10, "jobs_failed": 2, "file_count": 4,
+                        "upload_count": 3, "uptime_hours": 150,
+                        "feature_usage": {"library_enabled": true, "timelapse_enabled": false}},
+        "error_summary": {"connection_timeout": 3, "disk_full": 1}
+    }))
+    .expect("json")
+}
+
+/// The baseline: same parsing and validation, same response shape, nothing stored.
+async fn parse_only(body: Bytes) -> (StatusCode, axum::Json<serde_json::Value>) {
+    match submission::parse(&body, None, chrono::Utc::now()) {
+        Ok(_) => (
+            StatusCode::OK,
+            axum::Json(json!({"status": "success", "submission_id": 0, "message": "ok"})),
+        ),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({"detail": e})),
+        ),
+    }
+}
+
+/// CPU seconds (user + system) this process has used so far.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+struct Result {
+    cpu_pct: f64,
+    per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Sends pre-built distinct bodies from `concurrency` workers for `secs`.
+async fn load(url: &str, concurrency: usize, secs: f64, bodies: Arc<Vec<Bytes>>) -> Result {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .expect("client");
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let cpu0 = cpu_seconds();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, next, bodies) =
+            (client.clone(), url.to_owned(), next.clone(), bodies.clone());
+        workers.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(b) = bodies.get(i) else { break };
+                let t = Instant::now();
+                let resp = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(b.clone())
+                    .send()
+                    .await
+                    .expect("send");
+                assert_eq!(resp.status(), StatusCode::OK, "every request is accepted");
+                let _ = resp.bytes().await;
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for w in workers {
+        lat.extend(w.await.expect("worker"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    lat.sort();
+    let pct =
+        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
+    Result {
+        cpu_pct: cpu / elapsed * 100.0,
+        per_s: lat.len() as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    }
+}
+
+async fn serve(router: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/submit", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
+    url
+}
+
+fn main() {
+    let secs: f64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = AggregatorSettings::default();
+        let baseline = serve(Router::new().route("/submit", post(parse_only))).await;
+        let sqlite = SqliteStore::open(&dir.path().join("agg.db")).expect("sqlite");
+        let ours = serve(printernizer_stats::aggregator::api::router(App::new(
+            sqlite,
+            "sqlite",
+            &settings,
+            Arc::new(SystemClock),
+        )))
+        .await;
+        let pg_url = std::env::var("PRINTERNIZER_STATS_TEST_PG")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let pg = match tokio_postgres::connect(&pg_url, tokio_postgres::NoTls).await {
+            Ok((admin, conn)) => {
+                tokio::spawn(conn);
+                let db = format!("printernizer_stats_bench_{}", std::process::id());
+                for sql in [
+                    format!("DROP DATABASE IF EXISTS {db}"),
+                    format!("CREATE DATABASE {db}"),
+                ] {
+                    admin
+                        .batch_execute(&sql)
+                        .await
+                        .expect("create bench database");
+                }
+                let url = format!("{}/{db}", pg_url.rsplit_once('/').expect("url").0);
+                let store = PgStore::connect(&url).await.expect("postgres");
+                let router = printernizer_stats::aggregator::api::router(App::new(
+                    store,
+                    "postgres",
+                    &settings,
+                    Arc::new(SystemClock),
+                ));
+                Some((serve(router).await, admin, db))
+            }
+            Err(e) => {
+                println!("PostgreSQL not reachable ({e}): its rows are skipped");
+                None
+            }
+        };
+
+        // Slice 0 feeds the baseline (it stores nothing, repeats do not matter); every store
+        // phase gets its own slice of distinct installations.
+        const SLICE: usize = 100_000;
+        let bodies: Vec<Bytes> = (0..6 * SLICE).map(|i| Bytes::from(body(i))).collect();
+        let slice = |k: usize| Arc::new(bodies[k * SLICE..(k + 1) * SLICE].to_vec());
+        println!(
+            "aggregator benchmark: {secs} s per phase, distinct installations, 2 worker threads"
+        );
+        println!(
+            "{:<28} {:>5} {:>12} {:>9} {:>9} {:>8} {:>6}",
+            "target", "conc", "subs/s", "p50 ms", "p99 ms", "ratio", "CPU%"
+        );
+        let mut k = 1;
+        for concurrency in [16, 64] {
+            // Warm-up, then measure baseline first and the stores right after it.
+            let _ = load(&baseline, concurrency, 0.5, slice(0)).await;
+            let base = load(&baseline, concurrency, secs, slice(0)).await;
+            let row = |name: &str, r: &Result| {
+                println!(
+                    "{name:<28} {concurrency:>5} {:>12.0} {:>9.2} {:>9.2} {:>7.2}× {:>5.0}",
+                    r.per_s,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.per_s / base.per_s,
+                    r.cpu_pct
+                )
+            };
+            row("baseline (parse only)", &base);
+            let s = load(&ours, concurrency, secs, slice(k)).await;
+            k += 1;
+            row("aggregator, SQLite", &s);
+            if let Some((url, _, _)) = &pg {
+                let p = load(url, concurrency, secs, slice(k)).await;
+                row("aggregator, PostgreSQL", &p);
+            }
+            k += 1;
+            debug_assert!(k <= 5);
+        }
+        if let Some((_, admin, db)) = pg {
+            let _ = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                .await;
+        }
+    });
+}
