@@ -592,4 +592,42 @@ mod tests {
             .is_err()
         );
     }
+
+    proptest::proptest! {
+        /// Whatever strings a client puts into the categorical fields, what the server keeps is
+        /// a vocabulary word, `other`, `unknown` or a version.
+        #[test]
+        fn no_client_string_survives_unless_it_is_a_known_word(
+            words in proptest::collection::vec("\\PC{0,40}|[a-z_]{1,20}|[0-9.]{1,15}", 8)
+        ) {
+            let mut b = body();
+            b["installation"]["app_version"] = json!(words[0]);
+            b["installation"]["python_version"] = json!(words[1]);
+            b["installation"]["platform"] = json!(words[2]);
+            b["installation"]["deployment_mode"] = json!(words[3]);
+            b["printer_fleet"]["printer_type_counts"] = json!({words[4].clone(): 1});
+            b["usage_stats"]["feature_usage"] = json!({words[5].clone(): true});
+            b["error_summary"] = json!({words[6].clone(): 1, words[7].clone(): 2});
+            let s = check(&b).expect("valid whatever the words");
+            let is_version = |v: &str| v == "other" || v == "unknown"
+                || v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'));
+            proptest::prop_assert!(is_version(&s.app_version) && is_version(&s.python_version));
+            proptest::prop_assert_eq!(Platform::classify(&s.platform).as_str(), s.platform.as_str());
+            proptest::prop_assert_eq!(
+                DeploymentMode::classify(&s.deployment_mode).as_str(),
+                s.deployment_mode.as_str()
+            );
+            for k in s.printer_type_counts.keys() {
+                proptest::prop_assert_eq!(PrinterType::classify(k).as_str(), k.as_str());
+            }
+            for k in s.error_summary.keys() {
+                proptest::prop_assert_eq!(ErrorType::classify(k).as_str(), k.as_str());
+            }
+            let sent = if words[6] == words[7] { 2 } else { 3 };
+            proptest::prop_assert_eq!(s.error_summary.values().sum::<u64>(), sent);
+            for k in s.feature_usage.keys() {
+                proptest::prop_assert!(Feature::classify(k) != Feature::Other);
+            }
+        }
+    }
 }
