@@ -44,6 +44,20 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// Every string whose key starts with `prefix` (English where this language lacks one),
+    /// keyed without the prefix.
+    pub fn with_prefix(&self, prefix: &str) -> BTreeMap<String, String> {
+        self.fallback
+            .keys()
+            .filter_map(|k| {
+                k.strip_prefix(prefix)
+                    .map(|short| (short.to_owned(), self.get(k).to_owned()))
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

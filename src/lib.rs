@@ -28,6 +28,8 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod export;
+pub mod history;
+pub mod http;
 pub mod i18n;
 pub mod installation;
 pub mod metrics;

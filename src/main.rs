@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use printernizer_stats::clock::SystemClock;
 use printernizer_stats::config::Settings;
 use printernizer_stats::event::{RawEvent, parse_metadata};
+use printernizer_stats::http;
 use printernizer_stats::mqtt::{self, supervisor};
 use printernizer_stats::service::{Environment, StatsService};
 use printernizer_stats::store::Inserted;
@@ -294,7 +295,8 @@ async fn dispatch(service: &StatsService, command: Command) -> anyhow::Result<()
         }
         Command::Report { from, to } => {
             let report = service.report(from, to).await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            // The same bytes as the web page's preview.
+            print!("{}", http::api::report_text(&report)?);
             Ok(())
         }
         Command::Export { output } => {
@@ -438,12 +440,19 @@ async fn run(service: &StatsService) -> anyhow::Result<()> {
         })
     };
     let settings = service.settings().clone();
+    let addon_mode = std::env::var(printernizer_stats::config::SUPERVISOR_TOKEN_ENV)
+        .is_ok_and(|t| !t.is_empty());
+    let http_addr = if settings.http.enabled {
+        Some(http::check(&settings, addon_mode)?)
+    } else {
+        None
+    };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let submitter = match settings.submission_endpoint() {
         Some(endpoint) => {
             tracing::info!(%endpoint, "submission configured (only ever used after opt-in)");
             let s = Submitter::new(service.clone())?;
-            tokio::spawn(submission::run_scheduler(s.clone(), stop_rx));
+            tokio::spawn(submission::run_scheduler(s.clone(), stop_rx.clone()));
             Some(s)
         }
         None => {
@@ -451,6 +460,32 @@ async fn run(service: &StatsService) -> anyhow::Result<()> {
             None
         }
     };
+    if let Some(addr) = http_addr {
+        let state = http::HttpState {
+            service: service.clone(),
+            submitter: submitter.clone(),
+            access: http::access::Policy::new(addon_mode, settings.http.token()),
+        };
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let shown = listener.local_addr().unwrap_or(addr);
+                tracing::info!("web page and API on http://{shown}/");
+                let mut stop_http = stop_rx.clone();
+                tokio::spawn(async move {
+                    let stopped = async move {
+                        let _ = stop_http.changed().await;
+                    };
+                    if let Err(e) = http::serve(state, listener, stopped).await {
+                        tracing::error!(error = %e, "the web page stopped");
+                    }
+                });
+            }
+            // Collecting events matters more than the page: keep running without it.
+            Err(e) => tracing::error!(
+                "cannot listen on {addr} for the web page ({e}); running without it — set http.bind to a free address"
+            ),
+        }
+    }
     let mqtt = if settings.mqtt.enabled {
         let client_id = format!(
             "printernizer-stats-{}",

@@ -89,6 +89,7 @@ pub struct StatsService {
     metrics: Arc<Metrics>,
     env: Arc<Environment>,
     ha_country: Arc<std::sync::Mutex<Option<String>>>,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl StatsService {
@@ -105,6 +106,7 @@ impl StatsService {
             metrics: Arc::new(Metrics::default()),
             env: Arc::new(env),
             ha_country: Arc::default(),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         })
     }
 
@@ -240,6 +242,7 @@ impl StatsService {
             })
             .await?;
         tracing::info!("opted in to anonymous usage statistics");
+        self.changed();
         Ok(id)
     }
 
@@ -289,6 +292,7 @@ impl StatsService {
                 Ok(true)
             })
             .await?;
+        self.changed();
         if rotated {
             tracing::info!(
                 "opted out: pending report dropped, deletion requested, installation id rotated; local data stays until deleted"
@@ -441,6 +445,7 @@ impl StatsService {
     pub async fn delete_all(&self) -> Result<u64> {
         let n = self.store.delete_all().await?;
         tracing::info!(deleted_events = n, "all local usage statistics deleted");
+        self.changed();
         Ok(n)
     }
 
@@ -452,6 +457,24 @@ impl StatsService {
             tracing::info!(pruned_events = n, cutoff = %fmt_ts(cutoff), "pruned events past retention");
         }
         Ok(n)
+    }
+
+    /// Notified after opt-in, opt-out and delete-all, whoever made the change (MQTT switch,
+    /// web page, CLI in this process), so every view republishes.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Events per day and type for the last `days` days, and the last submission attempts.
+    pub async fn history(&self, days: u32) -> Result<crate::history::History> {
+        let now = self.now();
+        self.store
+            .read(move |c| crate::history::history(c, now, days))
+            .await
     }
 
     /// Stops the store after pending writes are committed.

@@ -37,6 +37,8 @@ pub const MIN_SUBMISSION_GAP: Duration = Duration::hours(1);
 pub const BACKOFF_START: Duration = Duration::minutes(1);
 /// Longest retry delay.
 pub const BACKOFF_MAX: Duration = Duration::hours(6);
+/// Delivery attempts kept in `usage_submission_log`.
+pub const LOG_KEEP: i64 = 100;
 
 /// The server's base URL: the endpoint without its last path segment
 /// (`https://stats.example/submit` → `https://stats.example`).
@@ -102,6 +104,23 @@ struct Pending {
     next_attempt_at: DateTime<Utc>,
     blocked_fingerprint: Option<String>,
     last_error: Option<String>,
+}
+
+/// A queued report, as the web page shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PendingReport {
+    /// Period start.
+    pub period_start: String,
+    /// Period end.
+    pub period_end: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// When it is tried next.
+    pub next_attempt_at: String,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// Refused by the server: waits for a configuration change.
+    pub blocked: bool,
 }
 
 /// The submission scheduler's worker.
@@ -409,6 +428,8 @@ impl Submitter {
                     .and_then(|v| v.trim().parse::<i64>().ok());
                 if status.is_success() {
                     self.accepted(&pending, now).await?;
+                    self.log_attempt(&pending, now, Some(status.as_u16()), "accepted", None)
+                        .await;
                     tracing::info!(
                         status = status.as_u16(),
                         "report accepted by the aggregation server"
@@ -447,6 +468,13 @@ impl Submitter {
             }
         };
         let next = now + delay;
+        let http_status = reason
+            .strip_prefix("HTTP ")
+            .and_then(|r| r.get(..3))
+            .and_then(|c| c.parse().ok());
+        let outcome = if blocked { "refused" } else { "retry" };
+        self.log_attempt(&pending, now, http_status, outcome, Some(&reason))
+            .await;
         let fingerprint = blocked.then(|| self.fingerprint());
         let (id, reason2) = (pending.id, reason.clone());
         self.service
@@ -466,6 +494,45 @@ impl Submitter {
         } else {
             tracing::warn!(%reason, retry_at = %fmt_ts(next), "report not delivered; will retry");
             Ok(TickOutcome::Retry(next, reason))
+        }
+    }
+
+    /// Records one delivery attempt in the history the web page shows (the newest
+    /// [`LOG_KEEP`] are kept). A failure to record only logs: it must not stop a delivery.
+    async fn log_attempt(
+        &self,
+        pending: &Pending,
+        now: DateTime<Utc>,
+        http_status: Option<u16>,
+        outcome: &'static str,
+        detail: Option<&str>,
+    ) {
+        let row = (
+            fmt_ts(now),
+            fmt_ts(pending.start),
+            fmt_ts(pending.end),
+            http_status,
+            detail.map(|d| d.chars().take(200).collect::<String>()),
+        );
+        let written = self
+            .service
+            .store()
+            .write(move |tx, _| {
+                tx.execute(
+                    "INSERT INTO usage_submission_log
+                        (attempted_at, period_start, period_end, http_status, outcome, detail)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![row.0, row.1, row.2, row.3, outcome, row.4],
+                )?;
+                tx.execute(
+                    "DELETE FROM usage_submission_log WHERE id <= (SELECT max(id) FROM usage_submission_log) - ?1",
+                    [LOG_KEEP],
+                )?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "cannot record the submission attempt in the history");
         }
     }
 
@@ -505,6 +572,18 @@ impl Submitter {
                 Ok(())
             })
             .await
+    }
+
+    /// The report waiting for delivery, if any (for the web page).
+    pub async fn pending_report(&self) -> Result<Option<PendingReport>> {
+        Ok(self.pending().await?.map(|p| PendingReport {
+            period_start: fmt_ts(p.start),
+            period_end: fmt_ts(p.end),
+            attempts: p.attempts,
+            next_attempt_at: fmt_ts(p.next_attempt_at),
+            last_error: p.last_error,
+            blocked: p.blocked_fingerprint.is_some(),
+        }))
     }
 
     /// When the next report is planned (for the `next_submission` sensor); `None` when

@@ -21,6 +21,7 @@ fn configure(cmd: &mut StdCommand, dir: &Path) {
         .env("PRINTERNIZER_STATS_OPTIONS", dir.join("no-options.json"))
         // The MQTT side has its own tests against a private broker; never touch a shared one.
         .env("PRINTERNIZER_STATS__MQTT__ENABLED", "false")
+        .env("PRINTERNIZER_STATS__HTTP__BIND", "127.0.0.1:0")
         .env_remove("SUPERVISOR_TOKEN")
         .env_remove("DO_NOT_TRACK")
         .env_remove("RUST_LOG");

@@ -220,11 +220,19 @@ async fn acknowledge(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Ack>) 
 async fn state_publisher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut refresh = tokio::time::interval(STATE_REFRESH);
     refresh.tick().await;
+    // Opt-in, opt-out and delete-all from elsewhere (the web page) show up in Home Assistant.
+    let mut service_changes = shared.service.changes();
     loop {
         tokio::select! {
             () = shared.state_changed.notified() => {
                 // Debounce: changes within the next second are published together.
                 tokio::time::sleep(STATE_DEBOUNCE).await;
+            }
+            changed = service_changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                shared.publish_opt_in_state().await;
             }
             _ = refresh.tick() => {}
             _ = stop.changed() => return,

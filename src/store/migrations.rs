@@ -106,6 +106,23 @@ pub const MIGRATIONS: &[Migration] = &[
         DROP TABLE usage_submissions;
     "#,
     },
+    Migration {
+        name: "submission history (the last attempts, for the web page)",
+        up: r#"
+        CREATE TABLE usage_submission_log (
+            id            INTEGER PRIMARY KEY,
+            attempted_at  TEXT NOT NULL,
+            period_start  TEXT,
+            period_end    TEXT,
+            http_status   INTEGER,
+            outcome       TEXT NOT NULL,
+            detail        TEXT
+        );
+    "#,
+        down: r#"
+        DROP TABLE usage_submission_log;
+    "#,
+    },
 ];
 
 /// The schema version this program writes.

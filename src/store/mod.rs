@@ -276,7 +276,8 @@ impl Store {
             tx.execute_batch(
                 "DELETE FROM usage_events; DELETE FROM usage_aggregates;
                  DELETE FROM usage_fleet; DELETE FROM usage_counters;
-                 DELETE FROM usage_submissions WHERE kind = 'report';",
+                 DELETE FROM usage_submissions WHERE kind = 'report';
+                 DELETE FROM usage_submission_log;",
             )?;
             Ok(n.max(0) as u64)
         })

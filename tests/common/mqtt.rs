@@ -136,6 +136,8 @@ impl App {
             .env("PRINTERNIZER_STATS__DATABASE__PATH", &db)
             .env("PRINTERNIZER_STATS_OPTIONS", dir.join("no-options.json"))
             .env("PRINTERNIZER_STATS__MQTT__BIRTH_DELAY_MAX_S", "1")
+            // Parallel tests: each web page on its own free port (see `http_base`).
+            .env("PRINTERNIZER_STATS__HTTP__BIND", "127.0.0.1:0")
             .env("PRINTERNIZER_STATS__LOG_LEVEL", "debug")
             .env_remove("SUPERVISOR_TOKEN")
             .env_remove("DO_NOT_TRACK")
@@ -165,6 +167,20 @@ impl App {
             db,
             log,
         }
+    }
+
+    /// The web page's base URL (`http://127.0.0.1:PORT/`), from the start-up log line.
+    pub fn http_base(&self) -> String {
+        let needle = "web page and API on ";
+        self.wait_log(needle, 1, Duration::from_secs(30));
+        let log = self.log();
+        let at = log.find(needle).expect("logged") + needle.len();
+        log[at..]
+            .split_whitespace()
+            .next()
+            .expect("url")
+            .trim_end_matches('"')
+            .to_owned()
     }
 
     pub fn log(&self) -> String {
