@@ -98,4 +98,61 @@ async fn export_of_a_million_events_stays_under_30_mib() {
         text.lines().filter(|l| l.starts_with("{\"id\"")).count(),
         EVENTS
     );
+    drop(text);
+
+    // The web page's download streams the same way: `run` serving `GET /export`.
+    let mut run = Command::new(assert_cmd::cargo::cargo_bin("printernizer-stats"))
+        .arg("run")
+        .current_dir(dir.path())
+        .env("PRINTERNIZER_STATS__DATABASE__PATH", &db)
+        .env("PRINTERNIZER_STATS_OPTIONS", dir.path().join("none.json"))
+        .env("PRINTERNIZER_STATS__MQTT__ENABLED", "false")
+        .env("PRINTERNIZER_STATS__HTTP__BIND", "127.0.0.1:0")
+        .env_remove("SUPERVISOR_TOKEN")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run starts");
+    let stderr = run.stderr.take().expect("stderr");
+    let base = {
+        use std::io::BufRead;
+        let needle = "web page and API on ";
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let base = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.split(needle).nth(1).map(|u| u.trim().to_owned()))
+            .expect("run logs its address");
+        // Keep reading, so the process never writes into a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        base
+    };
+    let started = std::time::Instant::now();
+    let mut resp = reqwest::get(format!("{base}api/v1/usage-stats/export"))
+        .await
+        .expect("download starts");
+    assert!(resp.status().is_success());
+    let (mut bytes, mut lines) = (0usize, 0usize);
+    while let Some(chunk) = resp.chunk().await.expect("chunk") {
+        bytes += chunk.len();
+        lines += chunk.windows(6).filter(|w| w == b"{\"id\":").count();
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", run.id())).expect("status");
+    let peak: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    let _ = run.kill();
+    let _ = run.wait();
+    eprintln!(
+        "HTTP export of {EVENTS} events ({bytes} bytes) in {:?}: run's peak RSS {peak} KiB",
+        started.elapsed()
+    );
+    assert_eq!(lines, EVENTS, "every event downloaded");
+    assert!(
+        peak < RSS_LIMIT_KIB,
+        "run's peak RSS {peak} KiB exceeds {RSS_LIMIT_KIB} KiB"
+    );
 }

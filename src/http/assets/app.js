@@ -26,8 +26,9 @@ async function call(path, options = {}) {
 }
 
 function fill(dl, rows) {
-  dl.replaceChildren(...rows.map(([label, value]) => {
+  dl.replaceChildren(...rows.map(([label, value, wide]) => {
     const div = document.createElement("div");
+    if (wide) div.className = "wide";
     const dt = document.createElement("dt");
     const dd = document.createElement("dd");
     dt.textContent = label;
@@ -83,7 +84,7 @@ async function loadPreview() {
   const p = r.body;
   const u = p.usage_stats;
   fill($("preview-summary"), [
-    [T.period, when(p.period.start) + " – " + when(p.period.end)],
+    [T.period, when(p.period.start) + " – " + when(p.period.end), true],
     [T.jobs, u.job_count],
     [T.files, u.file_count],
     [T.uploads, u.upload_count],
