@@ -477,6 +477,59 @@ impl Settings {
     }
 }
 
+/// The add-on's flat options (`addon/config.yaml`) and the configuration keys they set.
+pub const ADDON_OPTIONS: &[(&str, &str)] = &[
+    ("log_level", "log_level"),
+    ("language", "language"),
+    ("submission_endpoint", "submission.endpoint"),
+    ("submission_api_key", "submission.api_key"),
+    ("submission_interval_days", "submission.interval_days"),
+    ("retention_days", "retention.days"),
+    ("printernizer_prefix", "mqtt.printernizer_prefix"),
+    ("discovery_prefix", "mqtt.discovery_prefix"),
+    ("mqtt_host", "mqtt.host"),
+    ("mqtt_port", "mqtt.port"),
+    ("mqtt_username", "mqtt.username"),
+    ("mqtt_password", "mqtt.password"),
+];
+
+/// Reads `/data/options.json` and maps the add-on's flat options onto configuration keys
+/// (`retention_days` → `retention.days`); other keys pass through as they are (so a nested
+/// file works too). Empty and `null` values mean "not set". Returns the nested JSON.
+fn addon_options(path: &Path) -> Result<String> {
+    let bad = |msg: String| Error::Config(format!("{}: {msg}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON ({e})")))?;
+    let serde_json::Value::Object(flat) = value else {
+        return Err(bad("not a JSON object".into()));
+    };
+    let mut nested = serde_json::Map::new();
+    for (key, value) in flat {
+        if value.is_null() || value.as_str().is_some_and(|s| s.trim().is_empty()) {
+            continue;
+        }
+        let target = ADDON_OPTIONS
+            .iter()
+            .find(|(option, _)| *option == key)
+            .map_or(key.as_str(), |(_, target)| target);
+        match target.split_once('.') {
+            Some((section, leaf)) => {
+                let entry = nested
+                    .entry(section.to_owned())
+                    .or_insert_with(|| serde_json::Value::Object(Default::default()));
+                if let serde_json::Value::Object(map) = entry {
+                    map.insert(leaf.to_owned(), value);
+                }
+            }
+            None => {
+                nested.insert(target.to_owned(), value);
+            }
+        }
+    }
+    Ok(serde_json::Value::Object(nested).to_string())
+}
+
 /// Builds [`Settings`] from explicit inputs (the environment is a map, so tests need not touch
 /// the process environment).
 #[derive(Debug, Clone, Default)]
@@ -521,7 +574,8 @@ impl Loader {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(ADDON_OPTIONS_PATH));
         if options.is_file() {
-            builder = builder.add_source(File::from(options.as_path()).format(FileFormat::Json));
+            let nested = addon_options(&options)?;
+            builder = builder.add_source(File::from_str(&nested, FileFormat::Json));
         }
 
         builder = builder.add_source(
@@ -648,5 +702,47 @@ mod tests {
             err(&[("PRINTERNIZER_STATS__AGGREGATOR__K_ANONYMITY", "0")])
                 .contains("aggregator.k_anonymity")
         );
+    }
+
+    #[test]
+    fn addon_options_are_flat() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = dir.path().join("options.json");
+        std::fs::write(
+            &opts,
+            r#"{"log_level": "debug", "language": "de", "retention_days": 90,
+                "submission_interval_days": 14, "submission_endpoint": "https://stats.example/submit",
+                "submission_api_key": "", "printernizer_prefix": "pz", "discovery_prefix": "ha",
+                "mqtt_host": "core-mosquitto", "mqtt_port": 1884, "mqtt_username": null}"#,
+        )
+        .expect("write");
+        let s = loader(&[(OPTIONS_ENV, opts.to_str().expect("utf8"))])
+            .load()
+            .expect("loads");
+        assert_eq!(s.log_level, LogLevel::Debug);
+        assert_eq!(s.language, Language::De);
+        assert_eq!(s.retention.days, 90);
+        assert_eq!(s.submission.interval_days, 14);
+        assert_eq!(
+            s.submission_endpoint(),
+            Some("https://stats.example/submit")
+        );
+        assert_eq!(s.submission.api_key, None, "empty means unset");
+        assert_eq!(s.mqtt.printernizer_prefix, "pz");
+        assert_eq!(s.mqtt.discovery_prefix, "ha");
+        assert_eq!(s.mqtt.host.as_deref(), Some("core-mosquitto"));
+        assert_eq!(s.mqtt.port, Some(1884));
+        assert_eq!(s.mqtt.username, None);
+
+        std::fs::write(&opts, r#"{"retention_days": 5000}"#).expect("write");
+        let err = loader(&[(OPTIONS_ENV, opts.to_str().expect("utf8"))])
+            .load()
+            .expect_err("out of range");
+        assert!(err.to_string().contains("retention.days"), "{err}");
+        std::fs::write(&opts, "{not json").expect("write");
+        let err = loader(&[(OPTIONS_ENV, opts.to_str().expect("utf8"))])
+            .load()
+            .expect_err("bad file");
+        assert!(err.to_string().contains("options.json"), "{err}");
     }
 }

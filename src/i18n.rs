@@ -1,4 +1,5 @@
-//! The service's own user-facing strings (Home Assistant entity names), from `translations/`.
+//! The service's own user-facing strings (Home Assistant entity names, the web page), from
+//! `translations/<lang>.yaml` (nested keys read as `web.title`).
 //!
 //! The catalogs are compiled in; `en` is complete by definition and every other language must
 //! have exactly the same keys (a unit test checks it). A missing key falls back to English.
@@ -7,8 +8,8 @@ use std::collections::BTreeMap;
 
 use crate::config::Language;
 
-const EN: &str = include_str!("../translations/en.json");
-const DE: &str = include_str!("../translations/de.json");
+const EN: &str = include_str!("../translations/en.yaml");
+const DE: &str = include_str!("../translations/de.yaml");
 
 /// A string catalog for one language.
 #[derive(Debug, Clone)]
@@ -17,9 +18,34 @@ pub struct Catalog {
     fallback: BTreeMap<String, String>,
 }
 
+/// Flattens nested YAML maps into `parent.child` keys.
+fn flatten(prefix: &str, value: &serde_norway::Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        serde_norway::Value::Mapping(map) => {
+            for (k, v) in map {
+                let Some(k) = k.as_str() else { continue };
+                let key = if prefix.is_empty() {
+                    k.to_owned()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        serde_norway::Value::String(s) => {
+            out.insert(prefix.to_owned(), s.clone());
+        }
+        _ => {}
+    }
+}
+
 fn parse(text: &str) -> BTreeMap<String, String> {
     // The catalogs are part of the binary and checked by tests; a broken one is a build defect.
-    serde_json::from_str(text).unwrap_or_default()
+    let mut out = BTreeMap::new();
+    if let Ok(value) = serde_norway::from_str::<serde_norway::Value>(text) {
+        flatten("", &value, &mut out);
+    }
+    out
 }
 
 impl Catalog {

@@ -41,13 +41,33 @@ pub struct Broker {
 
 impl Broker {
     pub fn start() -> Self {
+        Self::start_with_users(&[])
+    }
+
+    /// A broker that admits only these users (anonymous access off when the list is not empty).
+    pub fn start_with_users(users: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
+        let mut auth = "allow_anonymous true\n".to_owned();
+        if !users.is_empty() {
+            let file = dir.path().join("passwords");
+            std::fs::write(&file, "").expect("password file");
+            for (user, pass) in users {
+                let ok = Command::new("mosquitto_passwd")
+                    .args(["-b"])
+                    .arg(&file)
+                    .args([user, pass])
+                    .status()
+                    .expect("mosquitto_passwd runs");
+                assert!(ok.success(), "mosquitto_passwd failed");
+            }
+            auth = format!("allow_anonymous false\npassword_file {}\n", file.display());
+        }
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 20\nlog_dest none\n",
+                "listener {port} 127.0.0.1\n{auth}persistence true\npersistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 20\nlog_dest none\n",
                 dir.path().display()
             ),
         )
@@ -293,8 +313,19 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(port: u16, subscriptions: &[&str]) -> Self {
+        Self::connect_as(port, subscriptions, None).await
+    }
+
+    pub async fn connect_as(
+        port: u16,
+        subscriptions: &[&str],
+        credentials: Option<(&str, &str)>,
+    ) -> Self {
         let id = format!("test-{}", uuid::Uuid::new_v4().simple());
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        if let Some((user, pass)) = credentials {
+            opts.set_credentials(user, pass);
+        }
         opts.set_max_packet_size(8 << 20, 8 << 20);
         opts.set_keep_alive(Duration::from_secs(30));
         let (client, mut eventloop) = AsyncClient::new(opts, 10_000);

@@ -1,0 +1,424 @@
+//! The Home Assistant add-on folder: `config.yaml` by the 2026 rules, its translations, the
+//! images and packaging files — and the binary in add-on mode against a Supervisor stand-in
+//! (a local HTTP server), a password-protected mosquitto and a flat `/data/options.json`.
+
+#[path = "common/mqtt.rs"]
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::get;
+use printernizer_stats::config::{ADDON_OPTIONS, HTTP_PORT, Language, MqttSettings};
+use printernizer_stats::i18n::Catalog;
+use printernizer_stats::mqtt::Topics;
+use printernizer_stats::mqtt::discovery::{self, Context};
+use serde_json::{Value, json};
+use serde_norway::Value as Yaml;
+use support::{App, Broker, Client};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn yaml(path: &Path) -> Yaml {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn keys(map: &Yaml) -> BTreeSet<String> {
+    map.as_mapping()
+        .expect("a mapping")
+        .keys()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect()
+}
+
+fn png_size(path: &Path) -> (u32, u32) {
+    let bytes = std::fs::read(path).expect("png");
+    assert_eq!(
+        &bytes[..8],
+        b"\x89PNG\r\n\x1a\n",
+        "{} is a PNG",
+        path.display()
+    );
+    let be = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    (be(16), be(20))
+}
+
+#[test]
+fn config_yaml_follows_the_rules() {
+    let config = yaml(&root().join("addon/config.yaml"));
+    let get = |k: &str| {
+        config
+            .get(k)
+            .unwrap_or_else(|| panic!("config.yaml lacks `{k}`"))
+    };
+    for required in ["name", "version", "slug", "description", "arch"] {
+        get(required);
+    }
+    assert_eq!(get("name").as_str(), Some("Printernizer Usage Statistics"));
+    assert_eq!(
+        get("version").as_str(),
+        Some(env!("CARGO_PKG_VERSION")),
+        "add-on version = crate version"
+    );
+    let slug = get("slug").as_str().expect("slug");
+    assert_eq!(slug, "printernizer_usage_stats");
+    assert!(
+        slug.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    );
+    let arch: BTreeSet<&str> = get("arch")
+        .as_sequence()
+        .expect("list")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(
+        arch,
+        BTreeSet::from(["aarch64", "amd64"]),
+        "only current architectures"
+    );
+    assert_eq!(get("startup").as_str(), Some("application"));
+    assert_eq!(get("boot").as_str(), Some("auto"));
+    assert_eq!(get("homeassistant_api").as_bool(), Some(true));
+    assert_eq!(get("ingress").as_bool(), Some(true));
+    assert_eq!(get("ingress_port").as_u64(), Some(u64::from(HTTP_PORT)));
+    assert_eq!(get("panel_icon").as_str(), Some("mdi:chart-box-outline"));
+    assert!(get("panel_title").as_str().is_some());
+    let image = get("image").as_str().expect("image");
+    assert!(
+        !image.contains(':'),
+        "the image name carries no tag (the version is the tag): {image}"
+    );
+    let services: Vec<&str> = get("services")
+        .as_sequence()
+        .expect("list")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(services, ["mqtt:need"]);
+
+    // Options and schema.
+    let options = keys(get("options"));
+    let schema = get("schema").as_mapping().expect("schema");
+    let schema_keys = keys(get("schema"));
+    for o in &options {
+        assert!(schema_keys.contains(o), "option `{o}` has no schema entry");
+    }
+    let type_ok = |t: &str| {
+        let t = t.trim_end_matches('?');
+        ["bool", "email", "url", "port", "str", "password", "float"].contains(&t)
+            || t.starts_with("int(")
+            || t.starts_with("str(")
+            || t.starts_with("list(")
+            || t.starts_with("match(")
+    };
+    for (k, t) in schema {
+        let (k, t) = (k.as_str().expect("key"), t.as_str().expect("a type string"));
+        assert!(type_ok(t), "`{k}`: unknown schema type `{t}`");
+        assert!(
+            options.contains(k) || t.ends_with('?'),
+            "`{k}` needs a default in options or an optional (`?`) type"
+        );
+        assert!(
+            !k.contains("opt_in"),
+            "the opt-in is the switch in HA, not an option"
+        );
+    }
+    for required in [
+        "log_level",
+        "language",
+        "submission_endpoint",
+        "submission_api_key",
+        "submission_interval_days",
+        "retention_days",
+        "printernizer_prefix",
+        "discovery_prefix",
+        "mqtt_host",
+        "mqtt_port",
+        "mqtt_username",
+        "mqtt_password",
+    ] {
+        assert!(schema_keys.contains(required), "schema lacks `{required}`");
+    }
+    for optional in [
+        "submission_endpoint",
+        "submission_api_key",
+        "mqtt_host",
+        "mqtt_port",
+        "mqtt_username",
+        "mqtt_password",
+    ] {
+        assert!(!options.contains(optional), "`{optional}` has no default");
+    }
+    // The service maps exactly these options onto its configuration.
+    let mapped: BTreeSet<String> = ADDON_OPTIONS.iter().map(|(o, _)| (*o).to_owned()).collect();
+    assert_eq!(
+        mapped, schema_keys,
+        "config::ADDON_OPTIONS and the schema differ"
+    );
+
+    // Both add-on translations name and describe every option, and nothing else.
+    for lang in ["en", "de"] {
+        let t = yaml(&root().join(format!("addon/translations/{lang}.yaml")));
+        let conf = t.get("configuration").expect("configuration");
+        assert_eq!(
+            keys(conf),
+            schema_keys,
+            "{lang}.yaml options differ from the schema"
+        );
+        for k in &schema_keys {
+            let entry = conf.get(k.as_str()).expect("entry");
+            for field in ["name", "description"] {
+                assert!(
+                    entry
+                        .get(field)
+                        .and_then(Yaml::as_str)
+                        .is_some_and(|s| !s.trim().is_empty()),
+                    "{lang}.yaml: `{k}` lacks a {field}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn packaging_files_are_complete() {
+    let addon = root().join("addon");
+    for f in [
+        "config.yaml",
+        "Dockerfile",
+        "DOCS.md",
+        "README.md",
+        "CHANGELOG.md",
+        "apparmor.txt",
+        "icon.png",
+        "logo.png",
+    ] {
+        assert!(addon.join(f).is_file(), "addon/{f} missing");
+    }
+    assert_eq!(png_size(&addon.join("icon.png")), (128, 128));
+    let (w, h) = png_size(&addon.join("logo.png"));
+    assert!(
+        (200..=300).contains(&w) && (80..=120).contains(&h),
+        "logo {w}x{h}"
+    );
+
+    let repo = yaml(&root().join("repository.yaml"));
+    for k in ["name", "url", "maintainer"] {
+        assert!(
+            repo.get(k).and_then(Yaml::as_str).is_some(),
+            "repository.yaml lacks {k}"
+        );
+    }
+
+    let apparmor = std::fs::read_to_string(addon.join("apparmor.txt")).expect("apparmor");
+    assert!(
+        apparmor.contains(
+            "profile printernizer_usage_stats flags=(attach_disconnected,mediate_deleted)"
+        )
+    );
+    assert!(apparmor.contains("/data/** rw,"));
+
+    let docker = std::fs::read_to_string(addon.join("Dockerfile")).expect("Dockerfile");
+    for needle in [
+        "ARG BUILD_ARCH",
+        "io.hass.version=",
+        "io.hass.type=\"app\"",
+        "io.hass.arch=",
+        "io.hass.name=",
+        "io.hass.description=",
+        "io.hass.url=",
+        "ca-certificates",
+        "ENTRYPOINT [\"/usr/bin/printernizer-stats\", \"run\"]",
+    ] {
+        assert!(docker.contains(needle), "Dockerfile lacks {needle}");
+    }
+    let instructions: String = docker
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    assert!(!instructions.contains("BUILD_FROM") && !instructions.contains("bashio"));
+    assert!(
+        !root().join("addon/build.yaml").exists(),
+        "build.yaml is deprecated"
+    );
+
+    let changelog = std::fs::read_to_string(addon.join("CHANGELOG.md")).expect("changelog");
+    assert!(changelog.contains(&format!("## [{}]", env!("CARGO_PKG_VERSION"))));
+    assert!(changelog.contains("## [Unreleased]"));
+
+    let docs = std::fs::read_to_string(addon.join("DOCS.md")).expect("docs");
+    for needle in [
+        "binary_sensor.printernizer_stats_submission_problem",
+        "DO_NOT_TRACK",
+        "docs/mqtt.md",
+        "Never collected",
+    ] {
+        assert!(docs.contains(needle), "DOCS.md lacks {needle}");
+    }
+
+    // The Supervisor searches recursively: no other config.yaml may exist.
+    let mut found = Vec::new();
+    let mut stack = vec![root()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir").flatten() {
+            let p = entry.path();
+            let name = entry.file_name();
+            if p.is_dir() {
+                if name != "target" && name != ".git" {
+                    stack.push(p);
+                }
+            } else if name == "config.yaml" {
+                found.push(p);
+            }
+        }
+    }
+    assert_eq!(found, [root().join("addon/config.yaml")]);
+}
+
+#[test]
+fn sensors_never_use_the_config_entity_category() {
+    for lang in [Language::En, Language::De] {
+        let topics = Topics::new(&MqttSettings::default());
+        let catalog = Catalog::new(lang);
+        for m in discovery::all(Context {
+            topics: &topics,
+            catalog: &catalog,
+        }) {
+            let payload: Value = serde_json::from_str(&m.payload).expect("json");
+            let category = payload
+                .get("entity_category")
+                .or_else(|| payload.get("ent_cat"))
+                .and_then(Value::as_str);
+            if m.topic.contains("/sensor/") || m.topic.contains("/binary_sensor/") {
+                assert_ne!(category, Some("config"), "{}", m.topic);
+            }
+            assert!(
+                payload.get("object_id").is_none(),
+                "object_id is gone in 2026"
+            );
+            assert!(payload.get("default_entity_id").is_some(), "{}", m.topic);
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<String>>>);
+
+async fn supervisor(port: u16) -> (String, Seen) {
+    let seen = Seen::default();
+    let app = axum::Router::new()
+        .route(
+            "/services/mqtt",
+            get(move |State(seen): State<Seen>, h: HeaderMap| async move {
+                seen.0.lock().expect("lock").push(format!(
+                    "mqtt {}",
+                    h.get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                ));
+                // The Supervisor sends the port as a string.
+                Json(json!({"result": "ok", "data": {
+                    "addon": "core_mosquitto", "host": "127.0.0.1", "port": port.to_string(),
+                    "ssl": false, "username": "addon", "password": "pw-from-supervisor",
+                    "protocol": "3.1.1"}}))
+            }),
+        )
+        .route(
+            "/core/api/config",
+            get(|State(seen): State<Seen>, h: HeaderMap| async move {
+                seen.0.lock().expect("lock").push(format!(
+                    "config {}",
+                    h.get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                ));
+                Json(json!({"country": "AT", "time_zone": "Europe/Vienna", "language": "de"}))
+            }),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_on_mode_uses_the_supervisors_broker_credentials_country_and_flat_options() {
+    let t = Duration::from_secs(30);
+    let broker = Broker::start_with_users(&[("addon", "pw-from-supervisor"), ("test", "test")]);
+    let (url, seen) = supervisor(broker.port).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = dir.path().join("options.json");
+    std::fs::write(
+        &options,
+        json!({"log_level": "debug", "language": "de", "submission_interval_days": 7,
+               "retention_days": 365, "printernizer_prefix": "printernizer",
+               "discovery_prefix": "ha_test"})
+        .to_string(),
+    )
+    .expect("options");
+    let client = Client::connect_as(
+        broker.port,
+        &["printernizer_stats/#", "ha_test/#"],
+        Some(("test", "test")),
+    )
+    .await;
+    let app = App::spawn(
+        dir.path(),
+        None,
+        &[
+            ("SUPERVISOR_TOKEN", "addon-token"),
+            ("PRINTERNIZER_STATS_SUPERVISOR_URL", url.as_str()),
+            (
+                "PRINTERNIZER_STATS_OPTIONS",
+                options.to_str().expect("utf8"),
+            ),
+        ],
+    );
+    // Connected with the served credentials (the broker admits no one else), discovery under
+    // the option's prefix, names in the option's language.
+    client
+        .wait_for("printernizer_stats/availability", t, |m| {
+            m.text() == "online"
+        })
+        .await;
+    let switch = client
+        .wait_for("ha_test/switch/printernizer_stats/opt_in/config", t, |_| {
+            true
+        })
+        .await;
+    assert_eq!(switch.json()["name"], "Anonyme Nutzungsstatistik teilen");
+    // The country comes from Home Assistant's core config.
+    let preview: Value = reqwest::get(format!("{}api/v1/usage-stats/preview", app.http_base()))
+        .await
+        .expect("preview")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(preview["installation"]["country_code"], "AT");
+    assert_eq!(preview["installation"]["deployment_mode"], "homeassistant");
+    let seen = seen.0.lock().expect("lock").clone();
+    assert!(
+        seen.iter().any(|r| r == "mqtt Bearer addon-token"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|r| r == "config Bearer addon-token"),
+        "{seen:?}"
+    );
+    assert!(
+        !app.log().contains("pw-from-supervisor"),
+        "the password is never logged"
+    );
+}
