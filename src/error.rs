@@ -38,6 +38,10 @@ pub enum Error {
     #[error("PostgreSQL: {0}")]
     Postgres(String),
 
+    /// The database file cannot be used (damaged, read-only, disk full); says what to do.
+    #[error("{0}")]
+    Storage(String),
+
     /// The database schema is newer than this program understands, or a migration failed.
     #[error("database schema: {0}")]
     Schema(String),

@@ -207,6 +207,7 @@ fn init_tracing(settings: &Settings) {
 }
 
 async fn execute(command: Command, mut settings: Settings) -> anyhow::Result<()> {
+    install_signal_handlers();
     if let Command::Aggregator { bind, database_url } = command {
         // The server has its own database; the local statistics store is not opened.
         if let Some(bind) = bind {
@@ -530,29 +531,49 @@ async fn broker_for(
     mqtt::resolve_broker(&settings.mqtt, token.as_deref(), &url, client_id).await
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Set once SIGTERM or Ctrl-C arrived.
+static SHUTDOWN: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>> =
+    std::sync::OnceLock::new();
+
+/// Registers the SIGTERM/SIGINT handlers at once (a signal that arrives during start-up must
+/// not kill the process with its default action) and remembers when one arrives.
+fn install_signal_handlers() {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    if SHUTDOWN.set(rx).is_err() {
+        return;
+    }
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        for kind in [SignalKind::terminate(), SignalKind::interrupt()] {
+            match signal(kind) {
+                Ok(mut s) => {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        if s.recv().await.is_some() {
+                            let _ = tx.send(true);
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot listen for a shutdown signal"),
             }
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = tx.send(true);
+        }
+    });
+}
+
+/// Resolves once SIGTERM or Ctrl-C arrived (also if it arrived before the call).
+async fn shutdown_signal() {
+    let Some(rx) = SHUTDOWN.get() else {
+        return std::future::pending().await;
+    };
+    let mut rx = rx.clone();
+    if rx.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }

@@ -120,7 +120,10 @@ pub async fn run(
         .collect();
 
     let mut mqtt = mqtt_options(broker, topics);
-    mqtt.set_clean_session(true)
+    // A persistent session: QoS 1 messages the broker has not acknowledged are sent again after a
+    // reconnect (rumqttc resends only when the broker kept the session), so a broker restart
+    // in the middle of a run loses nothing.
+    mqtt.set_clean_session(false)
         .set_manual_acks(false)
         .set_last_will(rumqttc::LastWill::new(
             topics.printernizer_status(),

@@ -74,6 +74,31 @@ pub fn hour_ceil(t: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
+/// Turns SQLite's terse open failures into one line that says what to do. The file is never
+/// touched on the way: a damaged database stays for the user to inspect or restore.
+fn explain_open_error(path: &Path, e: Error) -> Error {
+    use rusqlite::ErrorCode::*;
+    let code = match &e {
+        Error::Database(rusqlite::Error::SqliteFailure(f, _)) => Some(f.code),
+        _ => None,
+    };
+    let shown = path.display();
+    match code {
+        Some(NotADatabase | DatabaseCorrupt) => Error::Storage(format!(
+            "{shown} is not a usable printernizer-stats database (damaged, or another file). \
+             It was left untouched: move it away to start with an empty one, or restore a backup"
+        )),
+        Some(CannotOpen | ReadOnly | PermissionDenied) => Error::Storage(format!(
+            "cannot open {shown} for writing: make sure its directory exists and is writable \
+             (in the add-on: /data) and the file is not read-only"
+        )),
+        Some(DiskFull) => Error::Storage(format!(
+            "the disk holding {shown} is full: free some space and start again"
+        )),
+        _ => e,
+    }
+}
+
 /// What happened to an inserted event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
@@ -139,16 +164,20 @@ impl Store {
                 ))
             })?;
         }
-        let mut conn = Connection::open(path)?;
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            tracing::warn!(journal_mode = %mode, "SQLite did not switch to WAL mode");
-        }
-        configure(&conn)?;
-        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
-        migrations::migrate_to(&mut conn, migrations::latest_version())?;
-        init_settings(&mut conn, clock.now())?;
+        let prepare = || -> Result<Connection> {
+            let mut conn = Connection::open(path)?;
+            let mode: String =
+                conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                tracing::warn!(journal_mode = %mode, "SQLite did not switch to WAL mode");
+            }
+            configure(&conn)?;
+            conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+            migrations::migrate_to(&mut conn, migrations::latest_version())?;
+            init_settings(&mut conn, clock.now())?;
+            Ok(conn)
+        };
+        let conn = prepare().map_err(|e| explain_open_error(path, e))?;
 
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let writer_clock = clock.clone();
