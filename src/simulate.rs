@@ -141,6 +141,9 @@ pub async fn run(
                     acked += 1;
                     let _ = acked_tx.send(acked);
                 }
+                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                    tracing::debug!(session_present = ack.session_present, "simulate: connected");
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "simulate: MQTT connection problem; retrying");
@@ -207,9 +210,11 @@ pub async fn run(
     tokio::time::sleep(Duration::from_millis(50)).await;
     poller.abort();
     if wait.is_err() {
-        return Err(Error::Mqtt(
-            "the broker did not acknowledge every message within 60 s".into(),
-        ));
+        return Err(Error::Mqtt(format!(
+            "the broker acknowledged {} of {} messages within 60 s",
+            *acked_rx.borrow(),
+            report.published
+        )));
     }
     report.elapsed = started.elapsed();
     Ok(report)

@@ -47,6 +47,12 @@ impl Broker {
     /// A broker that admits only these users (anonymous access off when the list is not empty).
     pub fn start_with_users(users: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        // mosquitto started as root drops to the `mosquitto` user: without write access to
+        // its directory it silently never saves its persistence file, and a restart loses
+        // every session and queued message.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
         let mut auth = "allow_anonymous true\n".to_owned();
