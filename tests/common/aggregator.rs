@@ -184,7 +184,7 @@ impl Db {
             Db::Sqlite(dir) => {
                 let conn = rusqlite::Connection::open(dir.path().join("agg.db")).expect("open");
                 let mut out = String::new();
-                for table in ["submissions", "rate_limits"] {
+                for table in ["submissions"] {
                     let mut stmt = conn
                         .prepare(&format!("SELECT * FROM {table}"))
                         .expect("prepare");

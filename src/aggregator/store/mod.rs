@@ -7,14 +7,15 @@
 //!   as columns, and the three maps (`printer_type_counts`, `feature_usage`, `error_summary`) as
 //!   JSON exactly as validated. Unique `(installation_id, period_start, period_end)` and unique
 //!   `idempotency_key`. No address, no header, no raw body is ever stored.
-//! * `rate_limits` — per installation: `window_start` and `count` of accepted submissions in the
-//!   hour since `window_start`.
+//! * `rate_limits` (PostgreSQL) — per installation: `window_start` and `count` of accepted
+//!   submissions in the hour since `window_start`. SQLite counts the submissions themselves.
 //!
 //! ## One submission, one transaction
 //! [`SubmissionStore::submit`] runs, in one transaction:
 //! 1. **Duplicate?** A row with the same `Idempotency-Key`, or the same installation and period
 //!    → [`SubmitOutcome::Duplicate`] with the original id; nothing written, no rate limit used.
-//! 2. **Rate limit** — a single conditional upsert on `rate_limits`:
+//! 2. **Rate limit** — on PostgreSQL a single conditional upsert on `rate_limits` (SQLite, with
+//!    its single writer, makes the insert itself conditional on the count; see `sqlite.rs`):
 //!    ```sql
 //!    INSERT … VALUES (id, now, 1) ON CONFLICT (installation_id) DO UPDATE
 //!      SET window_start = CASE WHEN expired THEN now ELSE window_start END,

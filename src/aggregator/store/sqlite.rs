@@ -3,9 +3,14 @@
 //! waits on SQLite.
 //!
 //! The writer takes every command that is queued when it wakes and runs them in **one**
-//! transaction, each submission inside its own savepoint (group commit): under load, one fsync
-//! serves many requests, and each request still succeeds or fails on its own. A reply is sent
-//! only after the commit.
+//! transaction (group commit): under load, one commit serves many requests. Every command
+//! writes with a single statement (a submission is one conditional `INSERT … SELECT … WHERE`,
+//! see [`submit`]), and SQLite undoes a failed statement by itself, so each request still
+//! succeeds or fails on its own. A reply is sent only after the commit.
+//!
+//! The rate limit is counted from the submissions themselves (the writer thread serializes the
+//! count and the insert); PostgreSQL, where several servers write, keeps a `rate_limits` row
+//! per installation instead (see [`super::PgStore`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,11 +64,6 @@ CREATE TABLE submissions (
     UNIQUE (installation_id, period_start, period_end)
 );
 CREATE INDEX submissions_received_at ON submissions (received_at);
-CREATE TABLE rate_limits (
-    installation_id TEXT    PRIMARY KEY,
-    window_start    TEXT    NOT NULL,
-    count           INTEGER NOT NULL
-);
 "#];
 
 enum Command {
@@ -79,7 +79,6 @@ enum Command {
     },
     Prune {
         before: DateTime<Utc>,
-        now: DateTime<Utc>,
         reply: oneshot::Sender<Result<u64>>,
     },
 }
@@ -306,15 +305,15 @@ fn run_group(conn: &mut Connection, group: &mut Vec<Command>) -> Vec<Pending> {
                     limit,
                     reply,
                 } => {
-                    let out = in_savepoint(&tx, |sp| submit(sp, &s, now, limit));
+                    let out = submit(&tx, &s, now, limit);
                     pending.push(Pending::Submit(reply, out));
                 }
                 Command::Delete { id, reply } => {
-                    let out = in_savepoint(&tx, |sp| delete(sp, id));
+                    let out = delete(&tx, id);
                     pending.push(Pending::Count(reply, out));
                 }
-                Command::Prune { before, now, reply } => {
-                    let out = in_savepoint(&tx, |sp| prune(sp, before, now));
+                Command::Prune { before, reply } => {
+                    let out = prune(&tx, before);
                     pending.push(Pending::Count(reply, out));
                 }
             }
@@ -342,18 +341,6 @@ fn run_group(conn: &mut Connection, group: &mut Vec<Command>) -> Vec<Pending> {
             Pending::Count(reply, out) => Pending::Count(reply, settle(out, failure.as_ref())),
         })
         .collect()
-}
-
-/// Runs `f` inside a savepoint: on error, its writes are undone and the rest of the group is
-/// unaffected. (Cached statements: rusqlite's `Savepoint` re-parses its SQL every time.)
-fn in_savepoint<T>(tx: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    tx.prepare_cached("SAVEPOINT cmd")?.execute([])?;
-    let out = f(tx);
-    if out.is_err() {
-        tx.prepare_cached("ROLLBACK TO cmd")?.execute([])?;
-    }
-    tx.prepare_cached("RELEASE cmd")?.execute([])?;
-    out
 }
 
 fn find_duplicate(tx: &Connection, s: &Submission) -> Result<Option<i64>> {
@@ -392,76 +379,67 @@ fn submit(
         return Ok(SubmitOutcome::Duplicate(id));
     }
     let installation = s.installation_id.to_string();
-    let allowed = tx
+    let window_start = fmt_ts(now - limit.window);
+    // One conditional insert: stored only while the installation has fewer than `limit.max`
+    // submissions received within the window (the writer thread makes it atomic).
+    let inserted = tx
         .prepare_cached(
-            "INSERT INTO rate_limits (installation_id, window_start, count) VALUES (?1, ?2, 1)
-             ON CONFLICT (installation_id) DO UPDATE SET
-                window_start = CASE WHEN rate_limits.window_start <= ?3
-                                    THEN excluded.window_start ELSE rate_limits.window_start END,
-                count = CASE WHEN rate_limits.window_start <= ?3
-                             THEN 1 ELSE rate_limits.count + 1 END
-             WHERE rate_limits.window_start <= ?3 OR rate_limits.count < ?4
-             RETURNING count",
-        )?
-        .query_row(
-            params![
-                installation,
-                fmt_ts(now),
-                fmt_ts(now - limit.window),
-                limit.max
-            ],
-            |r| r.get::<_, i64>(0),
-        )
-        .optional()?
-        .is_some();
-    if !allowed {
-        let start: String = tx.query_row(
-            "SELECT window_start FROM rate_limits WHERE installation_id = ?1",
-            [&installation],
-            |r| r.get(0),
-        )?;
-        let start = crate::store::parse_ts(&start).unwrap_or(now);
-        return Ok(SubmitOutcome::RateLimited {
-            retry_after_s: retry_after(start, now, limit),
-        });
-    }
-    tx.prepare_cached(
-        "INSERT INTO submissions (
+            "INSERT INTO submissions (
             installation_id, idempotency_key, received_at, schema_version, submission_timestamp,
             first_seen, period_start, period_end, duration_days, app_version, python_version,
             platform, deployment_mode, country_code, printer_count, printer_type_counts,
             job_count, jobs_completed, jobs_failed, file_count, upload_count, uptime_hours,
             feature_usage, error_summary)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-                 ?19, ?20, ?21, ?22, ?23, ?24)",
-    )?
-    .execute(params![
-        installation,
-        s.idempotency_key,
-        fmt_ts(now),
-        s.schema_version,
-        fmt_ts(s.submission_timestamp),
-        fmt_ts(s.first_seen),
-        fmt_ts(s.period_start),
-        fmt_ts(s.period_end),
-        s.duration_days,
-        s.app_version,
-        s.python_version,
-        s.platform,
-        s.deployment_mode,
-        s.country_code,
-        s.printer_count as i64,
-        serde_json::to_string(&s.printer_type_counts)?,
-        s.job_count as i64,
-        s.jobs_completed.map(|n| n as i64),
-        s.jobs_failed.map(|n| n as i64),
-        s.file_count as i64,
-        s.upload_count as i64,
-        s.uptime_hours as i64,
-        serde_json::to_string(&s.feature_usage)?,
-        serde_json::to_string(&s.error_summary)?,
-    ])?;
-    Ok(SubmitOutcome::Created(tx.last_insert_rowid()))
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+                ?19, ?20, ?21, ?22, ?23, ?24
+          WHERE (SELECT count(*) FROM submissions
+                  WHERE installation_id = ?1 AND received_at > ?25) < ?26",
+        )?
+        .execute(params![
+            installation,
+            s.idempotency_key,
+            fmt_ts(now),
+            s.schema_version,
+            fmt_ts(s.submission_timestamp),
+            fmt_ts(s.first_seen),
+            fmt_ts(s.period_start),
+            fmt_ts(s.period_end),
+            s.duration_days,
+            s.app_version,
+            s.python_version,
+            s.platform,
+            s.deployment_mode,
+            s.country_code,
+            s.printer_count as i64,
+            serde_json::to_string(&s.printer_type_counts)?,
+            s.job_count as i64,
+            s.jobs_completed.map(|n| n as i64),
+            s.jobs_failed.map(|n| n as i64),
+            s.file_count as i64,
+            s.upload_count as i64,
+            s.uptime_hours as i64,
+            serde_json::to_string(&s.feature_usage)?,
+            serde_json::to_string(&s.error_summary)?,
+            window_start,
+            limit.max,
+        ])?;
+    if inserted == 1 {
+        return Ok(SubmitOutcome::Created(tx.last_insert_rowid()));
+    }
+    // Over the limit: the window ends an hour after the oldest submission in it.
+    let oldest: Option<String> = tx
+        .prepare_cached(
+            "SELECT min(received_at) FROM submissions
+              WHERE installation_id = ?1 AND received_at > ?2",
+        )?
+        .query_row(params![installation, window_start], |r| r.get(0))?;
+    let oldest = oldest
+        .as_deref()
+        .and_then(crate::store::parse_ts)
+        .unwrap_or(now);
+    Ok(SubmitOutcome::RateLimited {
+        retry_after_s: retry_after(oldest, now, limit),
+    })
 }
 
 /// Seconds until the rate-limit window that started at `start` ends (at least 1).
@@ -472,19 +450,13 @@ pub(super) fn retry_after(start: DateTime<Utc>, now: DateTime<Utc>, limit: RateL
 fn delete(tx: &Connection, id: Uuid) -> Result<u64> {
     let id = id.to_string();
     let n = tx.execute("DELETE FROM submissions WHERE installation_id = ?1", [&id])?;
-    tx.execute("DELETE FROM rate_limits WHERE installation_id = ?1", [&id])?;
     Ok(n as u64)
 }
 
-fn prune(tx: &Connection, before: DateTime<Utc>, now: DateTime<Utc>) -> Result<u64> {
+fn prune(tx: &Connection, before: DateTime<Utc>) -> Result<u64> {
     let n = tx.execute(
         "DELETE FROM submissions WHERE received_at < ?1",
         [fmt_ts(before)],
-    )?;
-    // Windows longer than a day do not exist; older rows are dead weight.
-    tx.execute(
-        "DELETE FROM rate_limits WHERE window_start < ?1",
-        [fmt_ts(now - chrono::Duration::days(1))],
     )?;
     Ok(n as u64)
 }
@@ -514,8 +486,9 @@ impl SubmissionStore for SqliteStore {
     }
 
     async fn prune(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> Result<u64> {
-        self.command(|reply| Command::Prune { before, now, reply })
-            .await
+        // Nothing else expires: the rate limit is counted from the submissions themselves.
+        let _ = now;
+        self.command(|reply| Command::Prune { before, reply }).await
     }
 
     async fn summary(&self) -> Result<Summary> {
@@ -579,9 +552,11 @@ impl SubmissionStore for SqliteStore {
 
     async fn health(&self) -> Result<()> {
         self.read(|conn| {
-            conn.query_row("SELECT count(*) FROM rate_limits", [], |r| {
-                r.get::<_, i64>(0)
-            })?;
+            conn.query_row(
+                "SELECT count(*) FROM (SELECT 1 FROM submissions LIMIT 1)",
+                [],
+                |r| r.get::<_, i64>(0),
+            )?;
             Ok(())
         })
         .await
