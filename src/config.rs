@@ -232,6 +232,10 @@ impl Default for MqttSettings {
 pub struct DatabaseSettings {
     /// SQLite file (created with its directory when missing).
     pub path: PathBuf,
+    /// Largest size of the database file in MiB (1–1000000); beyond it, storing fails as on a
+    /// full disk and events wait at the MQTT broker. Unset: only the disk limits it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size_mb: Option<u32>,
 }
 
 /// `log_level`
@@ -309,6 +313,7 @@ impl Settings {
                 } else {
                     PathBuf::from("data/printernizer-stats.db")
                 },
+                max_size_mb: None,
             },
             log_level: LogLevel::Info,
             retention: RetentionSettings { days: 365 },
@@ -368,6 +373,14 @@ impl Settings {
         let bad = |key: &str, msg: String| Err(Error::Config(format!("`{key}`: {msg}")));
         if self.database.path.as_os_str().is_empty() {
             return bad("database.path", "must not be empty".into());
+        }
+        if let Some(mb) = self.database.max_size_mb
+            && !(1..=1_000_000).contains(&mb)
+        {
+            return bad(
+                "database.max_size_mb",
+                format!("{mb} is out of range 1–1000000"),
+            );
         }
         if !(1..=3650).contains(&self.retention.days) {
             return bad(

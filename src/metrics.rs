@@ -3,7 +3,7 @@
 //! They are cheap atomics shared by every part of the service; later the MQTT sensors publish
 //! them. They reset when the process restarts (they describe this run, not the data).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Counters of this process's life.
 #[derive(Debug, Default)]
@@ -16,6 +16,10 @@ pub struct Metrics {
     pub rejected_messages: AtomicU64,
     /// MQTT event messages with a name we do not record (acknowledged, not stored).
     pub ignored_messages: AtomicU64,
+    /// Event writes that failed (disk full, I/O error); the events stay with the broker.
+    pub write_failures: AtomicU64,
+    /// The last event write failed and none has succeeded since.
+    pub storage_failing: AtomicBool,
 }
 
 impl Metrics {

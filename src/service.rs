@@ -95,7 +95,11 @@ pub struct StatsService {
 impl StatsService {
     /// Opens the store and prepares the sanitizer.
     pub fn open(settings: Settings, clock: Arc<dyn Clock>, env: Environment) -> Result<Self> {
-        let store = Store::open(&settings.database.path, clock)?;
+        let store = Store::open_capped(
+            &settings.database.path,
+            clock,
+            settings.database.max_size_mb,
+        )?;
         let salt = store
             .read_blocking(|c| settings::get(c, settings::PRINTER_SALT))?
             .ok_or_else(|| Error::Schema("printer salt missing from usage_settings".into()))?;

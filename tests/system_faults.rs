@@ -291,3 +291,83 @@ fn bad_files_stop_run_with_one_clear_line_and_touch_nothing() {
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(err.contains("writable"), "{err}");
 }
+
+/// Scenario 3: the database cannot grow (`database.max_size_mb`, which fails writes exactly as
+/// a full disk does). `run` stays up, reports the problem, acknowledges nothing it has not
+/// stored — the broker keeps those events — and catches up once space is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_keeps_events_at_the_broker_and_catches_up() {
+    let t = Duration::from_secs(90);
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut app = App::start(
+        dir.path(),
+        broker.port,
+        &[("PRINTERNIZER_STATS__DATABASE__MAX_SIZE_MB", "1")],
+    );
+    let client = Client::connect(broker.port, &["printernizer_stats/#"]).await;
+    client
+        .wait_for("printernizer_stats/availability", t, |m| {
+            m.text() == "online"
+        })
+        .await;
+    // 1 MiB holds about 2,600 such events: after deleting those, the rest fits.
+    let n = 4_000;
+    for i in 0..n {
+        client
+            .publish(
+                "printernizer/events/job_completed",
+                serde_json::json!({
+                    "id": uuid::Uuid::new_v4().to_string(),
+                    "metadata": {"printer_id": format!("P{}", i % 5), "printer_type": "prusa",
+                                 "status": "completed", "duration_seconds": 600}
+                })
+                .to_string(),
+            )
+            .await;
+    }
+    app.wait_log("cannot store events", 1, t);
+    client
+        .wait_for("printernizer_stats/state", t, |m| {
+            m.json()["storage_problem"] == "ON"
+        })
+        .await;
+    assert!(app.is_running(), "run stays up");
+    let stuck = app.count("SELECT count(*) FROM usage_events");
+    assert!(
+        stuck > 0 && stuck < n,
+        "{stuck} stored before the disk filled"
+    );
+
+    // Free space: delete what is stored.
+    let base = app.http_base();
+    let deleted: serde_json::Value = reqwest::Client::new()
+        .delete(format!("{base}api/v1/usage-stats/delete-all"))
+        .send()
+        .await
+        .expect("delete")
+        .json()
+        .await
+        .expect("json");
+    let deleted = deleted["deleted_events"].as_i64().expect("count");
+    // Every event not deleted arrives: the broker redelivers what was never acknowledged.
+    app.wait_count("SELECT count(*) FROM usage_events", n - deleted, t);
+    client
+        .wait_for("printernizer_stats/state", t, |m| {
+            m.json()["storage_problem"] == "OFF"
+        })
+        .await;
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(app.count("SELECT count(*) FROM usage_events"), n - deleted);
+    assert!(app.stop());
+    let conn = rusqlite::Connection::open(&app.db).expect("open");
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check");
+    assert_eq!(check, "ok");
+    eprintln!(
+        "full disk: {stuck} of {n} stored when the 1 MiB cap was reached; after freeing \
+         {deleted}, the other {} arrived from the broker; integrity ok",
+        n - deleted
+    );
+}

@@ -101,6 +101,8 @@ pub struct LocalView {
     pub pending_report: Option<PendingReport>,
     /// The server refused a report: fix the configuration.
     pub submission_problem: bool,
+    /// Events cannot be stored right now (disk full …); they wait at the MQTT broker.
+    pub storage_problem: bool,
 }
 
 async fn local(State(s): AppState) -> Response {
@@ -125,6 +127,11 @@ async fn local(State(s): AppState) -> Response {
             next_submission: next.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
             pending_report: pending,
             submission_problem: problem,
+            storage_problem: s
+                .service
+                .metrics()
+                .storage_failing
+                .load(std::sync::atomic::Ordering::Relaxed),
         })
     }
     .await;

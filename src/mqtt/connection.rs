@@ -46,6 +46,7 @@ pub(crate) async fn run(
     mut eventloop: EventLoop,
     tx: mpsc::UnboundedSender<Inbound>,
     mut stop: watch::Receiver<bool>,
+    mut reconnect: mpsc::UnboundedReceiver<()>,
 ) {
     let mut backoff = BACKOFF_START;
     let mut raised = false;
@@ -54,6 +55,12 @@ pub(crate) async fn run(
     loop {
         let event = tokio::select! {
             event = eventloop.poll() => event,
+            Some(()) = reconnect.recv(), if !stopping => {
+                // The broker resends unacknowledged messages only on a new connection.
+                tracing::warn!("reconnecting to MQTT so the broker redelivers events that could not be stored");
+                eventloop.clean();
+                continue;
+            }
             changed = stop.changed(), if !stopping => {
                 if changed.is_err() || *stop.borrow() {
                     // Keep polling so that the handler's `offline` and DISCONNECT go out.

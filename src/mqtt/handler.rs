@@ -1,5 +1,6 @@
 //! Routing of incoming messages, acknowledgements after commit, and everything we publish.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +36,13 @@ pub(crate) struct Shared {
     printernizer_online: Mutex<Option<bool>>,
     state_changed: Notify,
     submitter: Option<Submitter>,
+    /// Asks the connection task for a new connection (the broker then redelivers what was not
+    /// acknowledged).
+    reconnect: tokio::sync::mpsc::UnboundedSender<()>,
+    /// A redelivery is already scheduled.
+    redelivery_pending: std::sync::atomic::AtomicBool,
+    /// Delay before the next redelivery while writes keep failing.
+    redelivery_backoff: Mutex<Duration>,
 }
 
 impl Shared {
@@ -45,6 +53,7 @@ impl Shared {
         catalog: Catalog,
         birth_delay_max: Duration,
         submitter: Option<Submitter>,
+        reconnect: tokio::sync::mpsc::UnboundedSender<()>,
     ) -> Self {
         Self {
             service,
@@ -55,6 +64,9 @@ impl Shared {
             printernizer_online: Mutex::new(None),
             state_changed: Notify::new(),
             submitter,
+            reconnect,
+            redelivery_pending: std::sync::atomic::AtomicBool::new(false),
+            redelivery_backoff: Mutex::new(REDELIVERY_START),
         }
     }
 
@@ -206,14 +218,66 @@ async fn acknowledge(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Ack>) 
                 }
                 Err(e) => {
                     // Not acknowledged: the broker keeps it and redelivers it after a reconnect.
-                    tracing::error!(error = %e, topic = %publish.topic, "event not stored; leaving it unacknowledged");
+                    storage_failed(&shared, &e, &publish.topic);
                     continue;
                 }
             }
+            storage_works(&shared);
         }
         if let Err(e) = shared.client.ack(&publish).await {
             tracing::debug!(error = %e, "MQTT ack not queued");
         }
+    }
+}
+
+/// First delay before asking the broker to redeliver after a failed write; doubles while writes
+/// keep failing.
+const REDELIVERY_START: Duration = Duration::from_secs(5);
+/// Longest delay between redelivery attempts.
+const REDELIVERY_MAX: Duration = Duration::from_secs(300);
+
+/// A write failed (disk full, I/O error): the event stays unacknowledged, so the broker keeps
+/// it. Report the problem once, and schedule a reconnect — the broker redelivers unacknowledged
+/// messages only on a new connection — with a growing delay while the store keeps failing.
+fn storage_failed(shared: &Arc<Shared>, e: &Error, topic: &str) {
+    let metrics = shared.service.metrics();
+    Metrics::incr(&metrics.write_failures);
+    if !metrics.storage_failing.swap(true, Ordering::Relaxed) {
+        tracing::error!(error = %e, %topic, "cannot store events (is the disk full?); they stay with the MQTT broker and are fetched again once storing works");
+        shared.state_changed.notify_one();
+    } else {
+        tracing::debug!(error = %e, %topic, "event not stored; left unacknowledged");
+    }
+    if shared.redelivery_pending.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let delay = {
+        let mut backoff = shared
+            .redelivery_backoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let now = *backoff;
+        *backoff = (now * 2).min(REDELIVERY_MAX);
+        now
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        shared.redelivery_pending.store(false, Ordering::Relaxed);
+        let _ = shared.reconnect.send(());
+    });
+}
+
+/// A write succeeded: clear the problem.
+fn storage_works(shared: &Shared) {
+    let metrics = shared.service.metrics();
+    if metrics.storage_failing.swap(false, Ordering::Relaxed) {
+        tracing::info!("storing events works again");
+        *shared
+            .redelivery_backoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = REDELIVERY_START;
+        shared.state_changed.notify_one();
     }
 }
 

@@ -188,6 +188,7 @@ pub fn spawn(
     let (client, eventloop) = AsyncClient::new(opts, 1024);
     let (stop, stop_rx) = watch::channel(false);
     let (inbound_tx, inbound_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (reconnect_tx, reconnect_rx) = tokio::sync::mpsc::unbounded_channel();
     tracing::info!(broker = %format!("{}:{}", broker.host, broker.port), client_id = %broker.client_id, "connecting to MQTT");
     let shared = Arc::new(handler::Shared::new(
         service,
@@ -196,8 +197,14 @@ pub fn spawn(
         Catalog::new(settings.language),
         Duration::from_secs(settings.mqtt.birth_delay_max_s),
         submitter,
+        reconnect_tx,
     ));
-    let conn = tokio::spawn(connection::run(eventloop, inbound_tx, stop_rx.clone()));
+    let conn = tokio::spawn(connection::run(
+        eventloop,
+        inbound_tx,
+        stop_rx.clone(),
+        reconnect_rx,
+    ));
     let tasks = handler::spawn(shared, inbound_rx, stop_rx);
     let mut all = vec![conn];
     all.extend(tasks);

@@ -43,6 +43,8 @@ pub struct StatePayload {
     pub printernizer_online: Option<&'static str>,
     /// `ON` when submission has a problem the user should look at.
     pub submission_problem: &'static str,
+    /// `ON` while events cannot be stored (disk full …); they wait at the broker.
+    pub storage_problem: &'static str,
 }
 
 fn on_off(b: bool) -> &'static str {
@@ -77,6 +79,11 @@ impl StatePayload {
             rejected_messages: Metrics::get(&metrics.rejected_messages),
             printernizer_online: printernizer_online.map(on_off),
             submission_problem: on_off(submission_problem),
+            storage_problem: on_off(
+                metrics
+                    .storage_failing
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
         }
     }
 }

@@ -156,6 +156,16 @@ impl Store {
     /// Opens (creating when missing) and migrates the database, initialises the installation's
     /// settings and starts the writer thread.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self> {
+        Self::open_capped(path, clock, None)
+    }
+
+    /// [`Store::open`], with the database file capped at `max_size_mb` MiB: beyond it, writes
+    /// fail as on a full disk (events then stay with the MQTT broker).
+    pub fn open_capped(
+        path: &Path,
+        clock: Arc<dyn Clock>,
+        max_size_mb: Option<u32>,
+    ) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 Error::Io(std::io::Error::new(
@@ -173,6 +183,11 @@ impl Store {
             }
             configure(&conn)?;
             conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+            if let Some(mb) = max_size_mb {
+                let page: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+                let pages = i64::from(mb) * 1024 * 1024 / page.max(512);
+                conn.pragma_update(None, "max_page_count", pages)?;
+            }
             migrations::migrate_to(&mut conn, migrations::latest_version())?;
             init_settings(&mut conn, clock.now())?;
             Ok(conn)

@@ -26,6 +26,7 @@ pub struct BinarySensor {
 const BINARY_SENSORS: &[(&str, &str, bool)] = &[
     ("printernizer_online", "connectivity", false),
     ("submission_problem", "problem", true),
+    ("storage_problem", "problem", true),
 ];
 
 /// Discovery messages for all binary sensors.
