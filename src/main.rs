@@ -203,6 +203,9 @@ fn init_tracing(settings: &Settings) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A closed log pipe must not end the service: tracing would report the failed write
+        // with `eprintln!`, which panics when stderr itself is gone.
+        .log_internal_errors(false)
         .try_init();
 }
 

@@ -371,3 +371,61 @@ async fn full_disk_keeps_events_at_the_broker_and_catches_up() {
         n - deleted
     );
 }
+
+/// A log pipe that closes (the reader went away) does not stop `run`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_log_pipe_does_not_stop_run() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("printernizer-stats"))
+        .arg("run")
+        .current_dir(dir.path())
+        .env(
+            "PRINTERNIZER_STATS__DATABASE__PATH",
+            dir.path().join("s.db"),
+        )
+        .env("PRINTERNIZER_STATS_OPTIONS", dir.path().join("none.json"))
+        .env("PRINTERNIZER_STATS__MQTT__ENABLED", "false")
+        .env("PRINTERNIZER_STATS__LOG_LEVEL", "debug")
+        .env(
+            "PRINTERNIZER_STATS__HTTP__BIND",
+            format!("127.0.0.1:{port}"),
+        )
+        .env_remove("SUPERVISOR_TOKEN")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    while let Some(Ok(line)) = lines.next() {
+        if line.contains("web page and API on") {
+            break;
+        }
+    }
+    drop(lines);
+    // Every request logs (debug); the writes now fail with EPIPE.
+    let url = format!("http://127.0.0.1:{port}/api/v1/usage-stats/opt-in");
+    for _ in 0..5 {
+        let r = reqwest::Client::new()
+            .post(&url)
+            .send()
+            .await
+            .expect("answers");
+        assert!(r.status().is_success());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "run is still running"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("exit");
+    assert!(status.success(), "{status}");
+}
