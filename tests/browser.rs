@@ -230,15 +230,23 @@ async fn the_ingress_page_works_in_chromium() {
     wait_text(&c, "#opt-in-state", |t| t.starts_with("On")).await;
     assert!(ts.service.sharing_active().await.expect("state"));
 
-    // The chart rendered (an image from our own server, under the prefix).
-    let loaded = c
-        .execute(
-            "const i = document.getElementById('chart'); return i.complete && i.naturalWidth > 0",
-            vec![],
-        )
-        .await
-        .expect("script");
-    assert_eq!(loaded, Value::Bool(true), "the chart image loads");
+    // The chart rendered (an image from our own server, under the prefix). The page reloads it
+    // after every change, so wait for the current one.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let loaded = c
+            .execute(
+                "const i = document.getElementById('chart'); return i.complete && i.naturalWidth > 0",
+                vec![],
+            )
+            .await
+            .expect("script");
+        if loaded == Value::Bool(true) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the chart image never loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let png = c.screenshot().await.expect("screenshot");
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../browser");
