@@ -7,8 +7,14 @@
 //! * ours: `printernizer-stats aggregator`'s router over SQLite, and over PostgreSQL when one
 //!   answers at `PRINTERNIZER_STATS_TEST_PG` (default `postgres://postgres@127.0.0.1:5432/postgres`).
 //!
-//! Each at concurrency 16 and 64; prints submissions/s, p50 and p99 latency, and the ratio to
-//! the baseline. docs/PERFORMANCE.md records the figures.
+//! Each at concurrency 16 and 64, in `BENCH_ROUNDS` (default 3) interleaved rounds of
+//! baseline then SQLite (the machine's speed drifts by tens of percent between runs, so every
+//! SQLite phase is compared with the baseline phase right before it), PostgreSQL once. Prints
+//! submissions/s, p50 and p99 latency, the ratio to the baseline, and the medians over the
+//! rounds. docs/PERFORMANCE.md records the figures.
+//!
+//! Every request carries a new installation id, stamped into a pre-built body (a 36-byte copy),
+//! so the stores insert a new row each time and the client's cost stays the same everywhere.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +30,9 @@ use printernizer_stats::clock::SystemClock;
 use printernizer_stats::config::AggregatorSettings;
 use serde_json::json;
 
+/// Placeholder id in [`body`], replaced per request.
+const ID_MARK: &str = "00000000-0000-4000-8000-000000000000";
+
 fn body(i: usize) -> Vec<u8> {
     let now = chrono::Utc::now();
     let end = now - chrono::Duration::hours(1);
@@ -35,7 +44,7 @@ fn body(i: usize) -> Vec<u8> {
         "schema_version": "1.0",
         "submission_timestamp": ts(now),
         "installation": {
-            "installation_id": uuid::Uuid::new_v4().to_string(),
+            "installation_id": ID_MARK,
             "first_seen": "2026-01-01T00:00:00Z",
             "app_version": "2.7.0", "python_version": "3.11.7", "platform": "linux",
             "deployment_mode": mode, "country_code": "DE"
@@ -90,30 +99,69 @@ struct Result {
     p99_ms: f64,
 }
 
-/// Sends pre-built distinct bodies from `concurrency` workers for `secs`.
-async fn load(url: &str, concurrency: usize, secs: f64, bodies: Arc<Vec<Bytes>>) -> Result {
+/// Body templates with the offset of their installation id.
+struct Bodies {
+    templates: Vec<(Vec<u8>, usize)>,
+    /// High half of every id this run sends; the low half counts requests.
+    run: u64,
+    sent: std::sync::atomic::AtomicU64,
+}
+
+impl Bodies {
+    fn new() -> Self {
+        let templates = (0..3)
+            .map(|i| {
+                let b = body(i);
+                let at = b
+                    .windows(ID_MARK.len())
+                    .position(|w| w == ID_MARK.as_bytes())
+                    .expect("id placeholder");
+                (b, at)
+            })
+            .collect();
+        Self {
+            templates,
+            run: rand::random(),
+            sent: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The next body, with an installation id no other request of this run had.
+    fn next(&self) -> Bytes {
+        let n = self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (template, at) = &self.templates[n as usize % self.templates.len()];
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.run.to_be_bytes());
+        bytes[8..].copy_from_slice(&n.to_be_bytes());
+        let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
+        let mut b = template.clone();
+        id.as_hyphenated()
+            .encode_lower(&mut b[*at..*at + ID_MARK.len()]);
+        Bytes::from(b)
+    }
+}
+
+/// Sends bodies with new installation ids from `concurrency` workers for `secs`.
+async fn load(url: &str, concurrency: usize, secs: f64, bodies: Arc<Bodies>) -> Result {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
         .expect("client");
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let started = Instant::now();
     let cpu0 = cpu_seconds();
     let mut workers = Vec::new();
     for _ in 0..concurrency {
-        let (client, url, next, bodies) =
-            (client.clone(), url.to_owned(), next.clone(), bodies.clone());
+        let (client, url, bodies) = (client.clone(), url.to_owned(), bodies.clone());
         workers.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while Instant::now() < deadline {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(b) = bodies.get(i) else { break };
+                let b = bodies.next();
                 let t = Instant::now();
                 let resp = client
                     .post(&url)
                     .header("content-type", "application/json")
-                    .body(b.clone())
+                    .body(b)
                     .send()
                     .await
                     .expect("send");
@@ -155,6 +203,11 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5.0);
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(3);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -166,7 +219,7 @@ fn main() {
         let baseline = serve(Router::new().route("/submit", post(parse_only))).await;
         let sqlite = SqliteStore::open(&dir.path().join("agg.db")).expect("sqlite");
         let ours = serve(printernizer_stats::aggregator::api::router(App::new(
-            sqlite,
+            sqlite.clone(),
             "sqlite",
             &settings,
             Arc::new(SystemClock),
@@ -203,24 +256,18 @@ fn main() {
             }
         };
 
-        // Slice 0 feeds the baseline (it stores nothing, repeats do not matter); every store
-        // phase gets its own slice of distinct installations.
-        const SLICE: usize = 100_000;
-        let bodies: Vec<Bytes> = (0..6 * SLICE).map(|i| Bytes::from(body(i))).collect();
-        let slice = |k: usize| Arc::new(bodies[k * SLICE..(k + 1) * SLICE].to_vec());
+        let bodies = Arc::new(Bodies::new());
         println!(
-            "aggregator benchmark: {secs} s per phase, distinct installations, 2 worker threads"
+            "aggregator benchmark: {secs} s per phase, {rounds} rounds, new installation per \
+             request, 2 worker threads"
         );
         println!(
             "{:<28} {:>5} {:>12} {:>9} {:>9} {:>8} {:>6}",
             "target", "conc", "subs/s", "p50 ms", "p99 ms", "ratio", "CPU%"
         );
-        let mut k = 1;
+        let mut summary = Vec::new();
         for concurrency in [16, 64] {
-            // Warm-up, then measure baseline first and the stores right after it.
-            let _ = load(&baseline, concurrency, 0.5, slice(0)).await;
-            let base = load(&baseline, concurrency, secs, slice(0)).await;
-            let row = |name: &str, r: &Result| {
+            let row = |name: &str, r: &Result, base: &Result| {
                 println!(
                     "{name:<28} {concurrency:>5} {:>12.0} {:>9.2} {:>9.2} {:>7.2}× {:>5.0}",
                     r.per_s,
@@ -230,16 +277,48 @@ fn main() {
                     r.cpu_pct
                 )
             };
-            row("baseline (parse only)", &base);
-            let s = load(&ours, concurrency, secs, slice(k)).await;
-            k += 1;
-            row("aggregator, SQLite", &s);
-            if let Some((url, _, _)) = &pg {
-                let p = load(url, concurrency, secs, slice(k)).await;
-                row("aggregator, PostgreSQL", &p);
+            let _ = load(&baseline, concurrency, 0.5, bodies.clone()).await;
+            let mut rounds_seen = Vec::new();
+            for _ in 0..rounds {
+                let base = load(&baseline, concurrency, secs, bodies.clone()).await;
+                row("baseline (parse only)", &base, &base);
+                let s = load(&ours, concurrency, secs, bodies.clone()).await;
+                row("aggregator, SQLite", &s, &base);
+                rounds_seen.push((base, s));
             }
-            k += 1;
-            debug_assert!(k <= 5);
+            if let Some((url, _, _)) = &pg {
+                let base = &rounds_seen[rounds_seen.len() - 1].0;
+                let p = load(url, concurrency, secs, bodies.clone()).await;
+                row("aggregator, PostgreSQL", &p, base);
+            }
+            summary.push((concurrency, rounds_seen));
+        }
+        println!("\nmedians over {rounds} rounds");
+        println!(
+            "{:>5} {:>14} {:>14} {:>12} {:>12} {:>10}",
+            "conc", "baseline/s", "SQLite/s", "base p99 ms", "SQLite p99", "ratio"
+        );
+        for (concurrency, seen) in &summary {
+            let median = |f: &dyn Fn(&(Result, Result)) -> f64| {
+                let mut v: Vec<f64> = seen.iter().map(f).collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            println!(
+                "{concurrency:>5} {:>14.0} {:>14.0} {:>12.2} {:>12.2} {:>9.2}×",
+                median(&|(b, _)| b.per_s),
+                median(&|(_, s)| s.per_s),
+                median(&|(b, _)| b.p99_ms),
+                median(&|(_, s)| s.p99_ms),
+                median(&|(b, s)| s.per_s / b.per_s),
+            );
+        }
+        use printernizer_stats::aggregator::store::SubmissionStore;
+        if let Ok(summary) = sqlite.summary().await {
+            println!(
+                "the SQLite file held {} submissions at the end",
+                summary.total_submissions
+            );
         }
         if let Some((_, admin, db)) = pg {
             let _ = admin
