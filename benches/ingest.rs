@@ -7,6 +7,8 @@
 //!
 //! Prints the figures and their ratio; docs/PERFORMANCE.md records them.
 
+#[path = "../tests/common/child.rs"]
+mod child;
 #[path = "../tests/common/mqtt.rs"]
 mod support;
 

@@ -1,6 +1,8 @@
 //! The aggregation server over real HTTP, on both backends: a SQLite file and a fresh
 //! PostgreSQL database per test. Every scenario below runs twice (`sqlite::…`, `postgres::…`).
 
+#[path = "common/child.rs"]
+mod child;
 #[path = "common/mqtt.rs"]
 mod mqtt_support;
 #[path = "common/aggregator.rs"]

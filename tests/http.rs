@@ -3,6 +3,8 @@
 
 #[path = "common/aggregator.rs"]
 mod agg;
+#[path = "common/child.rs"]
+mod child;
 mod common;
 #[path = "common/mqtt.rs"]
 mod mqtt_support;

@@ -2,6 +2,8 @@
 //! Sizes are small by default; `PRINTERNIZER_STATS_SYSTEM_EVENTS` sets the storm's event count
 //! for the long version (e.g. 200000). Figures go to docs/RELIABILITY.md.
 
+#[path = "common/child.rs"]
+mod child;
 #[path = "common/mqtt.rs"]
 mod support;
 
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{App, Broker, Client};
+use support::{App, Broker, Client, start_online};
 
 /// `VmRSS` (or another `/proc/<pid>/status` field) in KiB.
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
@@ -61,15 +63,7 @@ async fn crash_and_restart_storm_loses_and_duplicates_nothing() {
     let rate = 2_000u64;
     let mut broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut app = App::start(dir.path(), broker.port, &[]);
-    let client = Client::connect(broker.port, &["printernizer_stats/availability"]).await;
-    client
-        .wait_for(
-            "printernizer_stats/availability",
-            Duration::from_secs(30),
-            |m| m.text() == "online",
-        )
-        .await;
+    let (mut app, _watcher) = start_online(dir.path(), broker.port, &[]).await;
 
     // Sample run's RSS (whichever process is current) every 50 ms.
     let pid = Arc::new(AtomicU32::new(app.pid().expect("pid")));
@@ -177,15 +171,7 @@ async fn crash_and_restart_storm_loses_and_duplicates_nothing() {
 async fn idle_run_sleeps() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut app = App::start(dir.path(), broker.port, &[]);
-    let client = Client::connect(broker.port, &["printernizer_stats/availability"]).await;
-    client
-        .wait_for(
-            "printernizer_stats/availability",
-            Duration::from_secs(30),
-            |m| m.text() == "online",
-        )
-        .await;
+    let (mut app, _watcher) = start_online(dir.path(), broker.port, &[]).await;
     let pid = app.pid().expect("pid");
     std::thread::sleep(Duration::from_secs(3));
     let (cpu0, t0) = (cpu_ticks(pid), Instant::now());

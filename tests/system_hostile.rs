@@ -7,6 +7,8 @@
 
 #[path = "common/aggregator.rs"]
 mod agg;
+#[path = "common/child.rs"]
+mod child;
 #[path = "common/mqtt.rs"]
 mod support;
 
@@ -15,7 +17,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use support::{App, Broker, Client};
+use support::{Broker, start_online};
 
 const PLANTED: [&str; 7] = [
     "/home/alice/secret-benchy.3mf",
@@ -121,15 +123,7 @@ async fn hostile_input_at_volume_leaks_nothing_and_breaks_nothing() {
     let mut rng = StdRng::seed_from_u64(5);
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut app = App::start(dir.path(), broker.port, &[]);
-    let client = Client::connect(broker.port, &["printernizer_stats/availability"]).await;
-    client
-        .wait_for(
-            "printernizer_stats/availability",
-            Duration::from_secs(30),
-            |m| m.text() == "online",
-        )
-        .await;
+    let (mut app, client) = start_online(dir.path(), broker.port, &[]).await;
     for i in 0..n {
         let name = if i.is_multiple_of(97) {
             planted(&mut rng).replace(['/', '#', '+'], "_")

@@ -5,6 +5,8 @@
 
 #[path = "common/aggregator.rs"]
 mod agg;
+#[path = "common/child.rs"]
+mod child;
 mod common;
 
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -2,13 +2,11 @@
 //! or a fresh PostgreSQL database, the binary as a child process, and report bodies.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use printernizer_stats::aggregator::App;
@@ -371,18 +369,13 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+pub use crate::child::free_port;
+use crate::child::{LoggedChild, poll_until};
 
 /// `printernizer-stats aggregator` as a child process.
 pub struct Process {
-    child: Option<Child>,
+    child: LoggedChild,
     pub base: String,
-    pub log: Arc<Mutex<String>>,
 }
 
 impl Process {
@@ -400,46 +393,25 @@ impl Process {
         .env("PRINTERNIZER_STATS_OPTIONS", dir.join("no-options.json"))
         .env("PRINTERNIZER_STATS__LOG_LEVEL", "debug")
         .env_remove("SUPERVISOR_TOKEN")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .env_remove("RUST_LOG");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("aggregator starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = sink.lock().expect("log");
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
         let p = Self {
-            child: Some(child),
+            child: LoggedChild::spawn(&mut cmd, "aggregator"),
             base: format!("http://127.0.0.1:{port}"),
-            log,
         };
-        p.wait_healthy();
+        poll_until(
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            || format!("aggregator did not start:\n{}", p.log()),
+        );
         p
     }
 
-    fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ok = std::net::TcpStream::connect(self.base.trim_start_matches("http://")).is_ok();
-            if ok {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "aggregator did not start:\n{}",
-                self.log.lock().expect("log")
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    pub fn log(&self) -> String {
+        self.child.log()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -448,21 +420,6 @@ impl Process {
 
     /// SIGTERM and wait; returns whether it exited 0.
     pub fn stop(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return false;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        child.wait().map(|s| s.success()).unwrap_or(false)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.child.stop()
     }
 }

@@ -2,8 +2,7 @@
 //! process, and a recording MQTT client.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -12,12 +11,7 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use tempfile::TempDir;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+use crate::child::{LoggedChild, free_port, poll_until};
 
 fn mosquitto_bin() -> PathBuf {
     for p in [
@@ -141,11 +135,25 @@ impl Drop for Broker {
     }
 }
 
+/// `run` on the broker at `port`, once it has announced itself online, and the client that
+/// saw it (subscribed to the availability topic).
+pub async fn start_online(dir: &Path, port: u16, env: &[(&str, &str)]) -> (App, Client) {
+    let app = App::start(dir, port, env);
+    let client = Client::connect(port, &["printernizer_stats/availability"]).await;
+    client
+        .wait_for(
+            "printernizer_stats/availability",
+            Duration::from_secs(30),
+            |m| m.text() == "online",
+        )
+        .await;
+    (app, client)
+}
+
 /// `printernizer-stats run` against a broker, with its stderr collected.
 pub struct App {
-    child: Option<Child>,
+    child: LoggedChild,
     pub db: PathBuf,
-    pub log: Arc<Mutex<String>>,
 }
 
 impl App {
@@ -167,9 +175,7 @@ impl App {
             .env("PRINTERNIZER_STATS__LOG_LEVEL", "debug")
             .env_remove("SUPERVISOR_TOKEN")
             .env_remove("DO_NOT_TRACK")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .env_remove("RUST_LOG");
         if let Some(port) = port {
             cmd.env("PRINTERNIZER_STATS__MQTT__HOST", "127.0.0.1")
                 .env("PRINTERNIZER_STATS__MQTT__PORT", port.to_string());
@@ -177,21 +183,9 @@ impl App {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("run starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = sink.lock().expect("log lock");
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
         Self {
-            child: Some(child),
+            child: LoggedChild::spawn(&mut cmd, "run"),
             db,
-            log,
         }
     }
 
@@ -210,49 +204,35 @@ impl App {
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().expect("log lock").clone()
+        self.child.log()
     }
 
     /// Waits until the log contains `needle` `count` times.
     pub fn wait_log(&self, needle: &str, count: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while self.log().matches(needle).count() < count {
-            assert!(
-                Instant::now() < deadline,
-                "log never said {needle:?} x{count}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll_until(
+            timeout,
+            Duration::from_millis(20),
+            || self.log().matches(needle).count() >= count,
+            || format!("log never said {needle:?} x{count}:\n{}", self.log()),
+        );
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.pid()
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.child.is_running()
     }
 
     /// SIGTERM and wait; returns whether it exited 0.
     pub fn stop(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return false;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        child.wait().map(|s| s.success()).unwrap_or(false)
+        self.child.stop()
     }
 
     /// SIGKILL.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.child.kill();
     }
 
     /// Runs a read-only query on the database.
@@ -275,25 +255,12 @@ impl App {
 
     /// Waits until `sql` (a count) returns `want`.
     pub fn wait_count(&self, sql: &str, want: i64, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let n = self.count(sql);
-            if n == want {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{sql} = {n}, wanted {want}\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.kill();
+        poll_until(
+            timeout,
+            Duration::from_millis(50),
+            || self.count(sql) == want,
+            || format!("{sql} = {}, wanted {want}\n{}", self.count(sql), self.log()),
+        );
     }
 }
 
