@@ -56,6 +56,61 @@ pub struct Settings {
     /// The local HTTP API and web page of `run`.
     #[serde(default)]
     pub http: HttpSettings,
+    /// The bridge that reads Printernizer's REST API (its usage-statistics log, health,
+    /// printers and jobs).
+    #[serde(default)]
+    pub printernizer: PrinternizerSettings,
+}
+
+/// `[printernizer]` — the bridge to Printernizer's REST API (see `docs/bridge.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrinternizerSettings {
+    /// Printernizer's base URL (`http://host:8000`). Unset: the bridge is off outside the
+    /// add-on; in the add-on it is found through the Supervisor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Seconds between polls (1–3600).
+    pub poll_interval_s: u64,
+    /// Request timeout in seconds (1–120); for the export, the longest silence while reading.
+    pub timeout_s: u64,
+}
+
+impl Default for PrinternizerSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            poll_interval_s: 30,
+            timeout_s: 10,
+        }
+    }
+}
+
+impl PrinternizerSettings {
+    /// The configured URL, without blanks and trailing `/`.
+    pub fn url(&self) -> Option<&str> {
+        self.url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| u.trim_end_matches('/'))
+    }
+}
+
+/// Checks a Printernizer base URL: `http(s)://host[:port][/path]`.
+pub fn check_printernizer_url(url: &str) -> std::result::Result<(), String> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| format!("`{url}` is not a URL like http://192.168.1.20:8000 ({e})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("`{url}` must start with http:// or https://"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{url}` has no host"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!("`{url}` must not have a query or fragment"));
+    }
+    Ok(())
 }
 
 /// `[http]` — the local API and web page (the add-on's ingress panel).
@@ -328,6 +383,7 @@ impl Settings {
             language: Language::En,
             aggregator: AggregatorSettings::default(),
             http: HttpSettings::default(),
+            printernizer: PrinternizerSettings::default(),
         }
     }
 
@@ -431,6 +487,26 @@ impl Settings {
         if let Err(e) = self.http.bind_addr(false) {
             return bad("http.bind", e);
         }
+        if let Some(url) = self.printernizer.url()
+            && let Err(e) = check_printernizer_url(url)
+        {
+            return bad("printernizer.url", e);
+        }
+        if !(1..=3600).contains(&self.printernizer.poll_interval_s) {
+            return bad(
+                "printernizer.poll_interval_s",
+                format!(
+                    "{} is out of range 1–3600",
+                    self.printernizer.poll_interval_s
+                ),
+            );
+        }
+        if !(1..=120).contains(&self.printernizer.timeout_s) {
+            return bad(
+                "printernizer.timeout_s",
+                format!("{} is out of range 1–120", self.printernizer.timeout_s),
+            );
+        }
         let agg = &self.aggregator;
         if agg.bind.parse::<std::net::SocketAddr>().is_err() {
             return bad(
@@ -504,6 +580,7 @@ pub const ADDON_OPTIONS: &[(&str, &str)] = &[
     ("mqtt_port", "mqtt.port"),
     ("mqtt_username", "mqtt.username"),
     ("mqtt_password", "mqtt.password"),
+    ("printernizer_url", "printernizer.url"),
 ];
 
 /// Reads `/data/options.json` and maps the add-on's flat options onto configuration keys
@@ -681,6 +758,38 @@ mod tests {
         assert!(
             err(&[("PRINTERNIZER_STATS__INSTALLATION__DEPLOYMENT_MODE", "k8s")])
                 .contains("installation.deployment_mode")
+        );
+    }
+
+    #[test]
+    fn printernizer_bridge_settings() {
+        let s = loader(&[
+            (
+                "PRINTERNIZER_STATS__PRINTERNIZER__URL",
+                "http://127.0.0.1:8000/",
+            ),
+            ("PRINTERNIZER_STATS__PRINTERNIZER__POLL_INTERVAL_S", "5"),
+        ])
+        .load()
+        .expect("loads");
+        assert_eq!(s.printernizer.url(), Some("http://127.0.0.1:8000"));
+        assert_eq!(s.printernizer.poll_interval_s, 5);
+        assert_eq!(s.printernizer.timeout_s, 10);
+        assert_eq!(loader(&[]).load().expect("loads").printernizer.url(), None);
+        let err = |env: &[(&str, &str)]| loader(env).load().expect_err("must fail").to_string();
+        for bad in ["printernizer:8000", "ftp://host", "http://", "not a url"] {
+            assert!(
+                err(&[("PRINTERNIZER_STATS__PRINTERNIZER__URL", bad)]).contains("printernizer.url"),
+                "{bad}"
+            );
+        }
+        assert!(
+            err(&[("PRINTERNIZER_STATS__PRINTERNIZER__POLL_INTERVAL_S", "0")])
+                .contains("printernizer.poll_interval_s")
+        );
+        assert!(
+            err(&[("PRINTERNIZER_STATS__PRINTERNIZER__TIMEOUT_S", "500")])
+                .contains("printernizer.timeout_s")
         );
     }
 

@@ -15,6 +15,7 @@
 //! * [`event`] — the 12 event types, the fixed vocabulary and the allowlist sanitizer.
 //! * [`store`] — SQLite schema, migrations, the single writer thread and read queries.
 //! * [`aggregate`] — `AggregatedStats` (the submission payload) and local statistics.
+//! * [`bridge`] — reads an unmodified Printernizer's REST API (its log, printers, jobs).
 //! * [`service`] — the façade the CLI (and later MQTT and HTTP) use: record, opt-in, report, export.
 //!
 //! * [`aggregator`] — the aggregation server that receives the reports (SQLite or PostgreSQL).
@@ -23,6 +24,7 @@
 
 pub mod aggregate;
 pub mod aggregator;
+pub mod bridge;
 pub mod clock;
 pub mod config;
 pub mod error;

@@ -414,6 +414,22 @@ async fn dispatch(service: &StatsService, command: Command) -> anyhow::Result<()
                     s.events_total, s.events_pending
                 )?;
                 writeln!(out, "database:        {}", s.database)?;
+                writeln!(
+                    out,
+                    "sources:         {}",
+                    if s.sources.is_empty() {
+                        "none (MQTT disabled, printernizer.url not set)".to_owned()
+                    } else {
+                        s.sources.join(", ")
+                    }
+                )?;
+                if s.sources.iter().any(|x| x == "printernizer api") {
+                    writeln!(
+                        out,
+                        "bridge:          last read {}",
+                        s.bridge_last_success.as_deref().unwrap_or("never")
+                    )?;
+                }
             }
             Ok(())
         }
@@ -490,6 +506,28 @@ async fn run(service: &StatsService) -> anyhow::Result<()> {
             ),
         }
     }
+    let supervisor_token = std::env::var(printernizer_stats::config::SUPERVISOR_TOKEN_ENV).ok();
+    let supervisor_url = std::env::var(supervisor::SUPERVISOR_URL_ENV)
+        .unwrap_or_else(|_| supervisor::DEFAULT_SUPERVISOR_URL.into());
+    let bridge = match printernizer_stats::bridge::resolve_url(
+        service,
+        &supervisor_url,
+        supervisor_token.as_deref(),
+    )
+    .await
+    {
+        Some(url) => Some(printernizer_stats::bridge::spawn(
+            service.clone(),
+            &url,
+            stop_rx.clone(),
+        )?),
+        None => {
+            tracing::info!(
+                "Printernizer bridge off: printernizer.url is not set (events come only from MQTT)"
+            );
+            None
+        }
+    };
     let mqtt = if settings.mqtt.enabled {
         let client_id = format!(
             "printernizer-stats-{}",
@@ -518,6 +556,13 @@ async fn run(service: &StatsService) -> anyhow::Result<()> {
     let _ = stop.send(true);
     if let Some(mqtt) = mqtt {
         mqtt.shutdown().await;
+    }
+    if let Some(bridge) = bridge
+        && tokio::time::timeout(std::time::Duration::from_secs(5), bridge)
+            .await
+            .is_err()
+    {
+        tracing::warn!("the Printernizer bridge did not stop in time");
     }
     pruner.abort();
     Ok(())

@@ -18,6 +18,10 @@ pub struct Metrics {
     pub ignored_messages: AtomicU64,
     /// Event writes that failed (disk full, I/O error); the events stay with the broker.
     pub write_failures: AtomicU64,
+    /// Polls of Printernizer's REST API started (the bridge).
+    pub bridge_polls: AtomicU64,
+    /// Polls of Printernizer's REST API that failed.
+    pub bridge_failures: AtomicU64,
     /// The last event write failed and none has succeeded since.
     pub storage_failing: AtomicBool,
 }

@@ -30,6 +30,8 @@ pub struct Environment {
     pub do_not_track: bool,
     /// Deployment detection input.
     pub probe: Probe,
+    /// Running as the Home Assistant add-on (the Supervisor set `SUPERVISOR_TOKEN`).
+    pub addon_mode: bool,
 }
 
 impl Environment {
@@ -40,6 +42,8 @@ impl Environment {
                 .map(|v| is_truthy(&v))
                 .unwrap_or(false),
             probe: Probe::from_system(),
+            addon_mode: std::env::var(crate::config::SUPERVISOR_TOKEN_ENV)
+                .is_ok_and(|t| !t.is_empty()),
         }
     }
 }
@@ -78,7 +82,16 @@ pub struct Status {
     pub events_pending: u64,
     /// Database file.
     pub database: String,
+    /// Where events come from: `mqtt`, `printernizer api` (the bridge), or both.
+    pub sources: Vec<String>,
+    /// When the Printernizer bridge last completed a poll, if ever.
+    pub bridge_last_success: Option<String>,
+    /// Whether Printernizer itself shares its usage statistics (then nothing is submitted here).
+    pub printernizer_sharing: bool,
 }
+
+/// The reason shown while Printernizer shares its own statistics.
+pub const PRINTERNIZER_SHARES_REASON: &str = "Printernizer shares its own usage statistics: this service submits nothing, so the installation is not counted twice";
 
 /// The usage-statistics service.
 #[derive(Debug, Clone)]
@@ -90,6 +103,8 @@ pub struct StatsService {
     env: Arc<Environment>,
     ha_country: Arc<std::sync::Mutex<Option<String>>>,
     changes: Arc<tokio::sync::watch::Sender<u64>>,
+    activity: Arc<tokio::sync::watch::Sender<u64>>,
+    printernizer_online: Arc<std::sync::Mutex<Option<bool>>>,
 }
 
 impl StatsService {
@@ -111,6 +126,8 @@ impl StatsService {
             env: Arc::new(env),
             ha_country: Arc::default(),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+            activity: Arc::new(tokio::sync::watch::Sender::new(0)),
+            printernizer_online: Arc::default(),
         })
     }
 
@@ -139,6 +156,27 @@ impl StatsService {
         let event = self.sanitize(raw)?;
         let pending = self.store.enqueue(event.clone()).await?;
         Ok((event, pending))
+    }
+
+    /// [`Self::enqueue`] for an event whose printer is already known by its keyed hash (the
+    /// bridge's job events: a job tracked across a Printernizer restart has no printer id
+    /// left, only its hash).
+    pub(crate) async fn enqueue_hashed(
+        &self,
+        raw: &RawEvent,
+        printer_hash: Option<String>,
+    ) -> Result<(UsageEvent, PendingInsert)> {
+        let mut event = self.sanitize(raw)?;
+        if printer_hash.is_some() {
+            event.printer_hash = printer_hash;
+        }
+        let pending = self.store.enqueue(event.clone()).await?;
+        Ok((event, pending))
+    }
+
+    /// The installation's keyed hash of `input` (salted SHA-256; the same as a printer hash).
+    pub(crate) fn keyed_hash(&self, input: &str) -> String {
+        self.sanitizer.keyed_hash(input)
     }
 
     /// Sanitizes and stores one event, waiting for the commit.
@@ -171,30 +209,124 @@ impl StatsService {
         self.sanitizer.keyed_hash(purpose)[..8].to_owned()
     }
 
-    /// Records a Printernizer availability transition (its `status` topic) as
-    /// `app_start`/`app_shutdown`, so that uptime is measured from it. Repeated `online`
-    /// (retained messages after every reconnect) records nothing.
-    pub async fn printernizer_availability(&self, online: bool) -> Result<()> {
+    /// Records a Printernizer availability transition (its MQTT `status` topic, or the
+    /// bridge's `/health` reachability) as `app_start`/`app_shutdown`, so that uptime is
+    /// measured from it. Repeated `online` (retained messages after every reconnect) records
+    /// nothing, and neither does `online` after an `app_start` that Printernizer's own log
+    /// already supplied: each start counts once. `at` is when it happened (default now; the
+    /// bridge dates a shutdown to the last time Printernizer answered).
+    pub async fn printernizer_availability(
+        &self,
+        online: bool,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        let previous = self
+            .printernizer_online
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(online);
+        if previous != Some(online) {
+            self.touched();
+        }
         let last: Option<String> = self
             .store
             .read(|c| {
+                use rusqlite::OptionalExtension;
                 Ok(c.query_row(
                     "SELECT event_type FROM usage_events WHERE event_type IN ('app_start', 'app_shutdown')
                      ORDER BY timestamp DESC LIMIT 1",
                     [],
                     |r| r.get(0),
                 )
-                .ok())
+                .optional()?)
             })
             .await?;
         let up = last.as_deref() == Some("app_start");
         if online != up {
             let kind = if online { "app_start" } else { "app_shutdown" };
-            self.record(&RawEvent::new(kind, serde_json::Value::Null))
-                .await?;
+            let mut raw = RawEvent::new(kind, serde_json::Value::Null);
+            raw.timestamp = at.map(|t| t.to_rfc3339());
+            self.record(&raw).await?;
             tracing::info!(online, "Printernizer availability changed");
         }
         Ok(())
+    }
+
+    /// Sets Printernizer's availability as shown (the binary sensor) without recording
+    /// anything: the bridge records the start itself once it has read the log.
+    pub fn set_printernizer_online(&self, online: bool) {
+        let previous = self
+            .printernizer_online
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(online);
+        if previous != Some(online) {
+            self.touched();
+        }
+    }
+
+    /// Printernizer's availability as last reported (MQTT status or the bridge); `None` until
+    /// either said anything in this process.
+    pub fn printernizer_online(&self) -> Option<bool> {
+        *self
+            .printernizer_online
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records whether Printernizer itself shares its usage statistics; a change is logged
+    /// once and shown everywhere (the switch's `reason`, `status`, the page).
+    pub async fn set_printernizer_sharing(&self, sharing: bool) -> Result<()> {
+        let changed = self
+            .store
+            .write(move |tx, now| {
+                let was = settings::get(tx, settings::PRINTERNIZER_SHARING)?.is_some();
+                if was == sharing {
+                    return Ok(false);
+                }
+                if sharing {
+                    settings::set(tx, settings::PRINTERNIZER_SHARING, "enabled", now)?;
+                } else {
+                    tx.execute(
+                        "DELETE FROM usage_settings WHERE key = ?1",
+                        [settings::PRINTERNIZER_SHARING],
+                    )?;
+                }
+                Ok(true)
+            })
+            .await?;
+        if changed {
+            if sharing {
+                tracing::warn!("{PRINTERNIZER_SHARES_REASON}");
+            } else {
+                tracing::info!(
+                    "Printernizer no longer shares its own usage statistics; submission follows this service's opt-in again"
+                );
+            }
+            self.changed();
+        }
+        Ok(())
+    }
+
+    /// Whether Printernizer itself shares its usage statistics (as the bridge last saw it).
+    pub async fn printernizer_sharing(&self) -> Result<bool> {
+        Ok(self
+            .store
+            .read(|c| settings::get(c, settings::PRINTERNIZER_SHARING))
+            .await?
+            .is_some())
+    }
+
+    /// The event sources this configuration uses.
+    pub fn sources(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.settings.mqtt.enabled {
+            out.push("mqtt".to_owned());
+        }
+        if self.settings.printernizer.url().is_some() || self.env.addon_mode {
+            out.push("printernizer api".to_owned());
+        }
+        out
     }
 
     /// Whether the user opted in to the current report schema (and `DO_NOT_TRACK` is unset):
@@ -311,11 +443,14 @@ impl StatsService {
     pub async fn status(&self) -> Result<Status> {
         let dnt = self.env.do_not_track;
         let database = self.settings.database.path.display().to_string();
+        let sources = self.sources();
         self.store
             .read(move |c| {
                 let opt_in =
                     settings::get(c, settings::OPT_IN_STATUS)?.unwrap_or_else(|| "disabled".into());
                 let consented = settings::get(c, settings::PRIVACY_POLICY_VERSION)?;
+                let printernizer_sharing =
+                    settings::get(c, settings::PRINTERNIZER_SHARING)?.is_some();
                 let reason = if dnt {
                     Some("DO_NOT_TRACK is set: nothing is submitted".to_owned())
                 } else if opt_in != "enabled" {
@@ -324,6 +459,8 @@ impl StatsService {
                     Some(format!(
                         "consent needed for schema {SCHEMA_VERSION}: opt in again to resume"
                     ))
+                } else if printernizer_sharing {
+                    Some(PRINTERNIZER_SHARES_REASON.to_owned())
                 } else {
                     None
                 };
@@ -342,6 +479,9 @@ impl StatsService {
                     events_total: rollup::counter(c, counters::EVENTS_TOTAL)?,
                     events_pending: rollup::counter(c, counters::EVENTS_PENDING)?,
                     database,
+                    sources,
+                    bridge_last_success: settings::get(c, settings::BRIDGE_LAST_SUCCESS)?,
+                    printernizer_sharing,
                 })
             })
             .await
@@ -471,6 +611,17 @@ impl StatsService {
 
     fn changed(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Notified when new data was stored or Printernizer's availability changed outside the
+    /// MQTT handler (the bridge), so the Home Assistant state is republished.
+    pub fn activity(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.activity.subscribe()
+    }
+
+    /// Signals [`Self::activity`].
+    pub fn touched(&self) {
+        self.activity.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Events per day and type for the last `days` days, and the last submission attempts.

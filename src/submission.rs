@@ -193,6 +193,9 @@ impl Submitter {
         if consented.as_deref() != Some(SCHEMA_VERSION) {
             return Ok(Some(format!("consent needed for schema {SCHEMA_VERSION}")));
         }
+        if self.service.printernizer_sharing().await? {
+            return Ok(Some(crate::service::PRINTERNIZER_SHARES_REASON.into()));
+        }
         Ok(None)
     }
 

@@ -19,6 +19,7 @@ async fn the_report_has_the_seed_shape_and_exact_figures() {
                 dockerenv: true,
                 ..Probe::default()
             },
+            ..Environment::default()
         },
         |s| s.installation.country_code = Some("de".into()),
     );

@@ -103,6 +103,14 @@ pub struct LocalView {
     pub submission_problem: bool,
     /// Events cannot be stored right now (disk full …); they wait at the MQTT broker.
     pub storage_problem: bool,
+    /// Where events come from: `mqtt`, `printernizer api`.
+    pub sources: Vec<String>,
+    /// When the Printernizer bridge last completed a poll.
+    pub bridge_last_success: Option<String>,
+    /// Printernizer shares its own statistics (so nothing is submitted from here).
+    pub printernizer_sharing: bool,
+    /// Printernizer's availability (`null` until MQTT or the bridge said anything).
+    pub printernizer_online: Option<bool>,
 }
 
 async fn local(State(s): AppState) -> Response {
@@ -132,6 +140,10 @@ async fn local(State(s): AppState) -> Response {
                 .metrics()
                 .storage_failing
                 .load(std::sync::atomic::Ordering::Relaxed),
+            sources: status.sources,
+            bridge_last_success: status.bridge_last_success,
+            printernizer_sharing: status.printernizer_sharing,
+            printernizer_online: s.service.printernizer_online(),
         })
     }
     .await;

@@ -33,7 +33,6 @@ pub(crate) struct Shared {
     topics: Topics,
     catalog: Catalog,
     birth_delay_max: Duration,
-    printernizer_online: Mutex<Option<bool>>,
     state_changed: Notify,
     submitter: Option<Submitter>,
     /// Asks the connection task for a new connection (the broker then redelivers what was not
@@ -61,7 +60,6 @@ impl Shared {
             topics,
             catalog,
             birth_delay_max,
-            printernizer_online: Mutex::new(None),
             state_changed: Notify::new(),
             submitter,
             reconnect,
@@ -71,10 +69,7 @@ impl Shared {
     }
 
     fn online(&self) -> Option<bool> {
-        *self
-            .printernizer_online
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.service.printernizer_online()
     }
 
     async fn publish(&self, topic: String, retain: bool, payload: impl Into<Vec<u8>>) {
@@ -138,8 +133,19 @@ impl Shared {
                     ),
                     None => (false, None),
                 };
-                let state =
-                    StatePayload::new(&local, self.service.metrics(), self.online(), problem, next);
+                let last_bridge = match self.service.status().await {
+                    Ok(status) => status.bridge_last_success,
+                    Err(_) => None,
+                };
+                let state = StatePayload::new(
+                    &local,
+                    self.service.metrics(),
+                    self.online(),
+                    problem,
+                    next,
+                    &self.service.sources(),
+                    last_bridge,
+                );
                 match serde_json::to_vec(&state) {
                     Ok(json) => self.publish(self.topics.state(), true, json).await,
                     Err(e) => tracing::warn!(error = %e, "cannot serialize the state"),
@@ -286,8 +292,16 @@ async fn state_publisher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     refresh.tick().await;
     // Opt-in, opt-out and delete-all from elsewhere (the web page) show up in Home Assistant.
     let mut service_changes = shared.service.changes();
+    // New data from the Printernizer bridge.
+    let mut activity = shared.service.activity();
     loop {
         tokio::select! {
+            changed = activity.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                tokio::time::sleep(STATE_DEBOUNCE).await;
+            }
             () = shared.state_changed.notified() => {
                 // Debounce: changes within the next second are published together.
                 tokio::time::sleep(STATE_DEBOUNCE).await;
@@ -398,11 +412,7 @@ async fn printernizer_status(shared: &Shared, payload: &[u8]) {
             return;
         }
     };
-    *shared
-        .printernizer_online
-        .lock()
-        .unwrap_or_else(|e| e.into_inner()) = Some(online);
-    if let Err(e) = shared.service.printernizer_availability(online).await {
+    if let Err(e) = shared.service.printernizer_availability(online, None).await {
         tracing::warn!(error = %e, "cannot record Printernizer's availability");
     }
     shared.state_changed.notify_one();

@@ -45,6 +45,10 @@ pub struct StatePayload {
     pub submission_problem: &'static str,
     /// `ON` while events cannot be stored (disk full …); they wait at the broker.
     pub storage_problem: &'static str,
+    /// Where events come from: `mqtt`, `printernizer api`, `mqtt, printernizer api` or `none`.
+    pub data_source: String,
+    /// When the Printernizer bridge last completed a poll (RFC 3339) or null.
+    pub bridge_last_success: Option<String>,
 }
 
 fn on_off(b: bool) -> &'static str {
@@ -59,6 +63,8 @@ impl StatePayload {
         printernizer_online: Option<bool>,
         submission_problem: bool,
         next_submission: Option<DateTime<Utc>>,
+        sources: &[String],
+        bridge_last_success: Option<String>,
     ) -> Self {
         let week = &local.this_week;
         Self {
@@ -84,6 +90,12 @@ impl StatePayload {
                     .storage_failing
                     .load(std::sync::atomic::Ordering::Relaxed),
             ),
+            data_source: if sources.is_empty() {
+                "none".to_owned()
+            } else {
+                sources.join(", ")
+            },
+            bridge_last_success,
         }
     }
 }

@@ -123,6 +123,37 @@ pub const MIGRATIONS: &[Migration] = &[
         DROP TABLE usage_submission_log;
     "#,
     },
+    Migration {
+        name: "Printernizer bridge: tracked jobs and the export cursor",
+        // Owned by `crate::bridge::state`. Keys are keyed hashes of Printernizer's job and
+        // printer ids (never the ids); nothing else of a job is kept.
+        up: r#"
+        CREATE TABLE bridge_jobs (
+            job_key        TEXT PRIMARY KEY,
+            event_key      TEXT NOT NULL,
+            printer_key    TEXT,
+            printer_type   TEXT,
+            started_at     TEXT,
+            last_active_at TEXT,
+            printing_seen_at TEXT,
+            progressed     INTEGER NOT NULL DEFAULT 0,
+            vanished       INTEGER NOT NULL DEFAULT 0,
+            closed_at      TEXT,
+            outcome        TEXT,
+            updated_at     TEXT NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX idx_bridge_jobs_open ON bridge_jobs(closed_at, printer_key);
+
+        CREATE TABLE bridge_state (
+            key    TEXT PRIMARY KEY,
+            value  TEXT NOT NULL
+        ) WITHOUT ROWID;
+    "#,
+        down: r#"
+        DROP TABLE bridge_state;
+        DROP TABLE bridge_jobs;
+    "#,
+    },
 ];
 
 /// The schema version this program writes.

@@ -181,6 +181,33 @@ impl RollupBatch {
     }
 }
 
+/// Records printers seen at `at` without an event (the Printernizer bridge polls its printer
+/// list): each counts for the fleet of `at`'s hour, exactly as an event naming it would. A
+/// `None` type never replaces a known one.
+pub(crate) fn record_sightings(
+    tx: &Transaction<'_>,
+    at: DateTime<Utc>,
+    printers: &[(String, Option<&'static str>)],
+) -> Result<()> {
+    let hour = fmt_ts(hour_floor(at));
+    let at = fmt_ts(at);
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO usage_fleet (period_start, printer_hash, printer_type, first_at, last_at)
+         VALUES (?1, ?2, ?3, ?4, ?4)
+         ON CONFLICT(period_start, printer_hash) DO UPDATE SET
+            printer_type = CASE
+                WHEN excluded.printer_type IS NOT NULL
+                     AND (printer_type IS NULL OR excluded.last_at >= last_at)
+                THEN excluded.printer_type ELSE printer_type END,
+            first_at = min(first_at, excluded.first_at),
+            last_at = max(last_at, excluded.last_at)",
+    )?;
+    for (hash, typ) in printers {
+        stmt.execute(params![hour, hash, typ, at])?;
+    }
+    Ok(())
+}
+
 fn feature_state(t: EventType) -> Option<bool> {
     match t {
         EventType::FeatureEnabled => Some(true),

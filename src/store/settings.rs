@@ -27,6 +27,12 @@ pub const OPT_IN_DATE: &str = "opt_in_date";
 pub const LAST_REPORT_END: &str = "last_report_end";
 /// Random salt for printer-id hashes. Secret.
 pub const PRINTER_SALT: &str = "printer_salt";
+/// `"enabled"` while Printernizer itself shares its usage statistics (its `/usage-stats/status`
+/// says `opted_in`): then this service submits nothing, or the installation would be counted
+/// twice. Absent otherwise. Written by the bridge.
+pub const PRINTERNIZER_SHARING: &str = "printernizer_sharing";
+/// When the Printernizer bridge last completed a poll (RFC 3339). Written by the bridge.
+pub const BRIDGE_LAST_SUCCESS: &str = "bridge_last_success";
 
 /// Whether a settings key must never be exported or submitted.
 pub fn is_secret(key: &str) -> bool {

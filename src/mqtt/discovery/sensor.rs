@@ -28,6 +28,12 @@ pub struct Sensor {
     /// Unit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit_of_measurement: Option<&'static str>,
+    /// `<base>/state` when the sensor has attributes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json_attributes_topic: Option<String>,
+    /// Picks the attributes out of the state JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json_attributes_template: Option<String>,
 }
 
 /// One sensor's definition.
@@ -45,6 +51,8 @@ pub struct SensorDef {
     pub diagnostic: bool,
     /// Icon.
     pub icon: Option<&'static str>,
+    /// Keys of the state JSON shown as the sensor's attributes.
+    pub attributes: &'static [&'static str],
 }
 
 const fn rolling(object_id: &'static str, unit: &'static str, icon: &'static str) -> SensorDef {
@@ -55,6 +63,7 @@ const fn rolling(object_id: &'static str, unit: &'static str, icon: &'static str
         unit: Some(unit),
         diagnostic: false,
         icon: Some(icon),
+        attributes: &[],
     }
 }
 
@@ -66,6 +75,7 @@ const fn counter(object_id: &'static str, diagnostic: bool, icon: &'static str) 
         unit: None,
         diagnostic,
         icon: Some(icon),
+        attributes: &[],
     }
 }
 
@@ -77,6 +87,7 @@ const fn timestamp(object_id: &'static str, icon: &'static str) -> SensorDef {
         unit: None,
         diagnostic: false,
         icon: Some(icon),
+        attributes: &[],
     }
 }
 
@@ -100,6 +111,7 @@ pub const SENSORS: &[SensorDef] = &[
         unit: Some("h"),
         diagnostic: false,
         icon: None,
+        attributes: &[],
     },
     timestamp("last_submission", "mdi:upload"),
     timestamp("next_submission", "mdi:calendar-clock"),
@@ -112,6 +124,7 @@ pub const SENSORS: &[SensorDef] = &[
         unit: None,
         diagnostic: true,
         icon: Some("mdi:database-clock"),
+        attributes: &[],
     },
     counter("submissions_total", false, "mdi:counter"),
     SensorDef {
@@ -121,9 +134,29 @@ pub const SENSORS: &[SensorDef] = &[
         unit: None,
         diagnostic: true,
         icon: Some("mdi:identifier"),
+        attributes: &[],
     },
     counter("rejected_messages", true, "mdi:message-alert-outline"),
+    SensorDef {
+        // `mqtt`, `printernizer api` or both; when the bridge last read Printernizer.
+        object_id: "data_source",
+        device_class: None,
+        state_class: None,
+        unit: None,
+        diagnostic: true,
+        icon: Some("mdi:database-import-outline"),
+        attributes: &["bridge_last_success"],
+    },
 ];
+
+/// `{{ {"a": value_json.a, …} | tojson }}`.
+fn attributes_template(keys: &[&str]) -> String {
+    let pairs: Vec<String> = keys
+        .iter()
+        .map(|k| format!("\"{k}\": value_json.{k}"))
+        .collect();
+    format!("{{{{ {{{}}} | tojson }}}}", pairs.join(", "))
+}
 
 /// Discovery messages for all sensors.
 pub fn all(ctx: Context<'_>) -> Vec<DiscoveryMessage> {
@@ -142,6 +175,9 @@ pub fn all(ctx: Context<'_>) -> Vec<DiscoveryMessage> {
                 device_class: def.device_class,
                 state_class: def.state_class,
                 unit_of_measurement: def.unit,
+                json_attributes_topic: (!def.attributes.is_empty()).then(|| ctx.topics.state()),
+                json_attributes_template: (!def.attributes.is_empty())
+                    .then(|| attributes_template(def.attributes)),
             };
             ctx.message("sensor", def.object_id, &sensor)
         })
