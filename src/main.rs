@@ -79,6 +79,10 @@ enum Command {
         /// Random seed (the same seed gives the same stream).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Instead of publishing to MQTT, serve a live Printernizer REST API on
+        /// 127.0.0.1:PORT (what the bridge reads; 0 = a free port) until Ctrl-C.
+        #[arg(long, value_name = "PORT")]
+        printernizer_api: Option<u16>,
     },
     /// Submit the pending or next report now (at most one accepted submission per hour).
     Submit,
@@ -233,8 +237,20 @@ async fn execute(command: Command, mut settings: Settings) -> anyhow::Result<()>
         events,
         rate,
         seed,
+        printernizer_api,
     } = command
     {
+        if let Some(port) = printernizer_api {
+            let opts = printernizer_stats::simulate::api::ApiOptions {
+                port,
+                printers,
+                events,
+                rate,
+                seed,
+            };
+            printernizer_stats::simulate::api::serve(opts, shutdown_signal()).await?;
+            return Ok(());
+        }
         // Needs only the broker, not the database.
         let broker = broker_for(
             &settings,

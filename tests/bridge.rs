@@ -513,3 +513,141 @@ fn old_events_are_skipped_not_redated() {
     );
     assert!(app.stop());
 }
+
+#[tokio::test]
+async fn in_the_addon_printernizer_is_found_through_the_supervisor() {
+    use axum::routing::get;
+    use printernizer_stats::bridge::locate;
+    async fn serve(app: axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+    let info = |body: Value| {
+        move |headers: axum::http::HeaderMap| {
+            let body = body.clone();
+            async move {
+                if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer tok")
+                {
+                    return (
+                        axum::http::StatusCode::UNAUTHORIZED,
+                        axum::Json(json!({"result": "error"})),
+                    );
+                }
+                (axum::http::StatusCode::OK, axum::Json(body))
+            }
+        }
+    };
+    // The store add-on: host network, so the host's address on the Supervisor network.
+    let url = serve(axum::Router::new().route(
+        "/addons/6f840855_printernizer/info",
+        get(info(
+            json!({"result": "ok", "data": {"state": "started", "host_network": true}}),
+        )),
+    ))
+    .await;
+    let (found, how) = locate::printernizer_url(&url, "tok").await;
+    assert_eq!(found, "http://172.30.32.1:8000");
+    assert!(
+        how.contains("6f840855_printernizer") && how.contains("started"),
+        "{how}"
+    );
+    // Only a local copy, on the add-on network: its host name.
+    let url = serve(axum::Router::new().route(
+        "/addons/local_printernizer/info",
+        get(info(
+            json!({"result": "ok", "data": {"state": "stopped", "host_network": false,
+            "hostname": "local-printernizer"}}),
+        )),
+    ))
+    .await;
+    let (found, how) = locate::printernizer_url(&url, "tok").await;
+    assert_eq!(found, "http://local-printernizer:8000");
+    assert!(how.contains("stopped"), "{how}");
+    // Neither: the default.
+    let url = serve(axum::Router::new()).await;
+    assert_eq!(
+        locate::printernizer_url(&url, "tok").await.0,
+        "http://172.30.32.1:8000"
+    );
+}
+
+#[test]
+fn simulate_serves_a_live_printernizer_api_that_the_bridge_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = child::free_port();
+    let mut sim_cmd = Command::new(assert_cmd::cargo::cargo_bin("printernizer-stats"));
+    sim_cmd
+        .args([
+            "simulate",
+            "--printernizer-api",
+            &port.to_string(),
+            "--printers",
+            "2",
+        ])
+        .args(["--events", "200", "--rate", "0", "--seed", "7"])
+        .env(
+            "PRINTERNIZER_STATS_OPTIONS",
+            dir.path().join("no-options.json"),
+        )
+        .env_remove("SUPERVISOR_TOKEN");
+    let mut sim = child::LoggedChild::spawn(&mut sim_cmd, "simulate");
+    child::poll_until(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || sim.log().contains("simulated workshop done"),
+        || format!("simulate never finished:\n{}", sim.log()),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let mut app = App::spawn(
+        dir.path(),
+        None,
+        &[
+            ("PRINTERNIZER_STATS__PRINTERNIZER__URL", url.as_str()),
+            ("PRINTERNIZER_STATS__PRINTERNIZER__POLL_INTERVAL_S", "1"),
+            ("PRINTERNIZER_STATS__MQTT__ENABLED", "false"),
+        ],
+    );
+    app.wait_log(
+        "read Printernizer's usage-statistics log",
+        1,
+        Duration::from_secs(30),
+    );
+    app.wait_log("reading Printernizer's REST API", 1, Duration::from_secs(5));
+    child::poll_until(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || app.count("SELECT count(*) FROM usage_events WHERE event_type = 'job_created'") > 10,
+        || app.log(),
+    );
+    let finished = app.count(
+        "SELECT count(*) FROM usage_events WHERE event_type IN ('job_completed', 'job_failed')",
+    );
+    eprintln!("simulated: {finished} finished jobs");
+    assert!(finished > 0);
+    assert_eq!(
+        app.count("SELECT count(DISTINCT printer_hash) FROM usage_fleet"),
+        2
+    );
+    assert!(app.stop());
+    let bytes = database_bytes(dir.path());
+    let text = String::from_utf8_lossy(&bytes);
+    for secret in [
+        "SIMULATED-SECRET-KEY",
+        "SIM-SN-",
+        "Erika",
+        "Mustermann",
+        "192.168.1.",
+        "kunde_",
+    ] {
+        assert!(!text.contains(secret), "the database contains {secret:?}");
+    }
+    assert!(
+        sim.stop(),
+        "simulate stops cleanly on SIGTERM:\n{}",
+        sim.log()
+    );
+}

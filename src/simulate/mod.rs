@@ -8,6 +8,8 @@
 //! and carry the identifying fields Printernizer really sends (serials, job and file names) so
 //! that the sanitizer has something to remove. The stream is deterministic for a given seed.
 
+pub mod api;
+
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
