@@ -66,6 +66,8 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PrinternizerSettings {
+    /// Read Printernizer's API at all (`false` turns the bridge off, also in the add-on).
+    pub enabled: bool,
     /// Printernizer's base URL (`http://host:8000`). Unset: the bridge is off outside the
     /// add-on; in the add-on it is found through the Supervisor.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -79,6 +81,7 @@ pub struct PrinternizerSettings {
 impl Default for PrinternizerSettings {
     fn default() -> Self {
         Self {
+            enabled: true,
             url: None,
             poll_interval_s: 30,
             timeout_s: 10,

@@ -538,9 +538,13 @@ async fn run(service: &StatsService) -> anyhow::Result<()> {
             stop_rx.clone(),
         )?),
         None => {
-            tracing::info!(
-                "Printernizer bridge off: printernizer.url is not set (events come only from MQTT)"
-            );
+            if settings.printernizer.enabled {
+                tracing::info!(
+                    "Printernizer bridge off: printernizer.url is not set (events come only from MQTT)"
+                );
+            } else {
+                tracing::info!("Printernizer bridge off (printernizer.enabled = false)");
+            }
             None
         }
     };

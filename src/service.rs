@@ -323,7 +323,8 @@ impl StatsService {
         if self.settings.mqtt.enabled {
             out.push("mqtt".to_owned());
         }
-        if self.settings.printernizer.url().is_some() || self.env.addon_mode {
+        let bridge = &self.settings.printernizer;
+        if bridge.enabled && (bridge.url().is_some() || self.env.addon_mode) {
             out.push("printernizer api".to_owned());
         }
         out

@@ -28,6 +28,7 @@ fn start(dir: &Path, standin: &Standin, broker: Option<u16>, extra: &[(&str, &st
     let url = standin.url();
     let mut env: Vec<(&str, &str)> = vec![
         ("PRINTERNIZER_STATS__PRINTERNIZER__URL", url.as_str()),
+        ("PRINTERNIZER_STATS__PRINTERNIZER__ENABLED", "true"),
         ("PRINTERNIZER_STATS__PRINTERNIZER__POLL_INTERVAL_S", "1"),
         ("PRINTERNIZER_STATS__PRINTERNIZER__TIMEOUT_S", "2"),
         ("PRINTERNIZER_STATS__RETENTION__DAYS", "3650"),
@@ -351,6 +352,15 @@ async fn an_outage_shows_offline_and_each_start_counts_once() {
     let status: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
     assert!(status["bridge_last_success"].is_string(), "{status}");
     assert!(again.stop());
+    // Nothing personal reached Home Assistant either.
+    let published: String = client
+        .messages("")
+        .iter()
+        .map(|m| format!("{} {}\n", m.topic, m.text()))
+        .collect();
+    assert!(published.contains("printernizer_stats/state"));
+    assert_no_secret("the MQTT messages", published.as_bytes());
+    assert_no_secret("the database", &database_bytes(dir.path()));
     drop(client);
 }
 
@@ -607,6 +617,7 @@ fn simulate_serves_a_live_printernizer_api_that_the_bridge_reads() {
         None,
         &[
             ("PRINTERNIZER_STATS__PRINTERNIZER__URL", url.as_str()),
+            ("PRINTERNIZER_STATS__PRINTERNIZER__ENABLED", "true"),
             ("PRINTERNIZER_STATS__PRINTERNIZER__POLL_INTERVAL_S", "1"),
             ("PRINTERNIZER_STATS__MQTT__ENABLED", "false"),
         ],

@@ -89,6 +89,7 @@ fn start(dir: &Path, standin: &Standin) -> App {
         None,
         &[
             ("PRINTERNIZER_STATS__PRINTERNIZER__URL", url.as_str()),
+            ("PRINTERNIZER_STATS__PRINTERNIZER__ENABLED", "true"),
             ("PRINTERNIZER_STATS__PRINTERNIZER__POLL_INTERVAL_S", "1"),
             ("PRINTERNIZER_STATS__RETENTION__DAYS", "3650"),
             ("PRINTERNIZER_STATS__MQTT__ENABLED", "false"),

@@ -148,19 +148,19 @@ async fn discovery_birth_message_and_the_opt_in_switch() {
     let (mut app, client) = started(&broker, &dir).await;
 
     let deadline = std::time::Instant::now() + T;
-    while client.messages("homeassistant/").len() < 20 {
+    while client.messages("homeassistant/").len() < 21 {
         assert!(std::time::Instant::now() < deadline, "discovery incomplete");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
         client.messages("homeassistant/").len(),
-        20,
-        "2 controls + 15 sensors + 3 binary sensors"
+        21,
+        "2 controls + 16 sensors + 3 binary sensors"
     );
     // A late subscriber (Home Assistant starting later) gets all of them, retained.
     let late = Client::connect(broker.port, &["homeassistant/#", "printernizer_stats/#"]).await;
     let deadline = std::time::Instant::now() + T;
-    while late.messages("homeassistant/").len() < 20 {
+    while late.messages("homeassistant/").len() < 21 {
         assert!(
             std::time::Instant::now() < deadline,
             "retained discovery incomplete"

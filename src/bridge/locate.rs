@@ -70,8 +70,10 @@ pub async fn printernizer_url(supervisor_url: &str, token: &str) -> (String, Str
                 continue;
             }
         };
-        let Some(info) = info else { continue };
-        let state = info.state.unwrap_or_else(|| "unknown".into());
+        // An add-on's info always has its state; anything else is not an add-on's answer.
+        let Some((info, state)) = info.and_then(|i| i.state.clone().map(|s| (i, s))) else {
+            continue;
+        };
         let host = if info.host_network {
             HOST_ADDRESS.to_owned()
         } else {

@@ -82,12 +82,16 @@ impl BridgeError {
     }
 }
 
-/// Where Printernizer is: `printernizer.url`, else (add-on) through the Supervisor, else off.
+/// Where Printernizer is: `printernizer.url`, else (add-on) through the Supervisor, else off;
+/// always off with `printernizer.enabled = false`.
 pub async fn resolve_url(
     service: &StatsService,
     supervisor_url: &str,
     supervisor_token: Option<&str>,
 ) -> Option<String> {
+    if !service.settings().printernizer.enabled {
+        return None;
+    }
     if let Some(url) = service.settings().printernizer.url() {
         return Some(url.to_owned());
     }

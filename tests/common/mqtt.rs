@@ -173,6 +173,9 @@ impl App {
             // Parallel tests: each web page on its own free port (see `http_base`).
             .env("PRINTERNIZER_STATS__HTTP__BIND", "127.0.0.1:0")
             .env("PRINTERNIZER_STATS__LOG_LEVEL", "debug")
+            // No bridge unless a test asks for one: in add-on mode it would look for Printernizer
+            // at the host's address on the Supervisor network, which is not ours to reach.
+            .env("PRINTERNIZER_STATS__PRINTERNIZER__ENABLED", "false")
             .env_remove("SUPERVISOR_TOKEN")
             .env_remove("DO_NOT_TRACK")
             .env_remove("RUST_LOG");
