@@ -296,6 +296,7 @@ impl Bridge {
             .await?;
         // 3. The log.
         if self.ingested_total != Some(status.total_events) {
+            let first = self.ingested_total.is_none();
             let done = self.ingest_export().await?;
             self.ingested_total = Some(status.total_events);
             if done.starts > 0 && self.pending_start {
@@ -303,12 +304,22 @@ impl Bridge {
                 self.pending_start = false;
             }
             if done.stored > 0 {
-                tracing::info!(
-                    stored = done.stored,
-                    already_stored = done.duplicates,
-                    skipped = done.skipped,
-                    "read Printernizer's usage-statistics log"
-                );
+                // The first read after start at info; later ones (every new event) at debug.
+                if first {
+                    tracing::info!(
+                        stored = done.stored,
+                        already_stored = done.duplicates,
+                        skipped = done.skipped,
+                        "read Printernizer's usage-statistics log"
+                    );
+                } else {
+                    tracing::debug!(
+                        stored = done.stored,
+                        already_stored = done.duplicates,
+                        skipped = done.skipped,
+                        "read Printernizer's usage-statistics log"
+                    );
+                }
                 self.service.touched();
             }
         }
