@@ -111,6 +111,16 @@ fn invalid_configuration_exits_2_naming_the_key() {
         ("PRINTERNIZER_STATS__RETENTION__DAYS", "0", "retention.days"),
         ("PRINTERNIZER_STATS__RETENTION__DAYZ", "3", "dayz"),
         ("PRINTERNIZER_STATS__LOG_LEVEL", "chatty", "log_level"),
+        (
+            "PRINTERNIZER_STATS__PRINTERNIZER__URL",
+            "printernizer.local:8000",
+            "printernizer.url",
+        ),
+        (
+            "PRINTERNIZER_STATS__PRINTERNIZER__POLL_INTERVAL_S",
+            "0",
+            "printernizer.poll_interval_s",
+        ),
     ] {
         let out = cli(&dir)
             .env(key, value)
