@@ -87,11 +87,22 @@ fn config_yaml_follows_the_rules() {
         BTreeSet::from(["aarch64", "amd64"]),
         "only current architectures"
     );
-    assert_eq!(get("startup").as_str(), Some("application"));
-    assert_eq!(get("boot").as_str(), Some("auto"));
+    // The add-on linter refuses keys that only repeat the Supervisor's defaults
+    // (startup: application, boot: auto, ingress_port: 8099 — our HTTP_PORT).
+    assert_eq!(HTTP_PORT, 8099, "ingress_port is left at the default 8099");
+    for default in ["startup", "boot", "ingress_port"] {
+        assert!(
+            config.get(default).is_none(),
+            "`{default}` only repeats a default"
+        );
+    }
     assert_eq!(get("homeassistant_api").as_bool(), Some(true));
+    assert_eq!(
+        get("hassio_api").as_bool(),
+        Some(true),
+        "finds the Printernizer add-on"
+    );
     assert_eq!(get("ingress").as_bool(), Some(true));
-    assert_eq!(get("ingress_port").as_u64(), Some(u64::from(HTTP_PORT)));
     assert_eq!(get("panel_icon").as_str(), Some("mdi:chart-box-outline"));
     assert!(get("panel_title").as_str().is_some());
     let image = get("image").as_str().expect("image");
@@ -99,6 +110,36 @@ fn config_yaml_follows_the_rules() {
         !image.contains(':'),
         "the image name carries no tag (the version is the tag): {image}"
     );
+    assert_eq!(
+        image, "ghcr.io/schmacka/{arch}-printernizer-stats",
+        "one image per arch"
+    );
+    // The release workflow pushes exactly that name, per architecture, tagged with the version.
+    let workflow = std::fs::read_to_string(root().join(".github/workflows/release.yml"))
+        .expect("release workflow");
+    assert!(
+        workflow.contains(
+            "ghcr.io/${{ github.repository_owner }}/${{ matrix.arch }}-printernizer-stats:${{ steps.version.outputs.version }}"
+        ),
+        "the workflow pushes what config.yaml names"
+    );
+    for arch in [
+        "arch: amd64",
+        "arch: aarch64",
+        "BUILD_ARCH=${{ matrix.arch }}",
+    ] {
+        assert!(workflow.contains(arch), "the workflow lacks {arch}");
+    }
+    // Network descriptions only for ports that are mapped (none are: ingress only).
+    let ports = config.get("ports").map(keys).unwrap_or_default();
+    for lang in ["en", "de"] {
+        let t = yaml(&root().join(format!("addon/translations/{lang}.yaml")));
+        let described = t.get("network").map(keys).unwrap_or_default();
+        assert!(
+            described.is_subset(&ports),
+            "{lang}.yaml describes unmapped ports {described:?}"
+        );
+    }
     let services: Vec<&str> = get("services")
         .as_sequence()
         .expect("list")
@@ -228,6 +269,17 @@ fn packaging_files_are_complete() {
         )
     );
     assert!(apparmor.contains("/data/** rw,"));
+    assert!(
+        apparmor.contains("signal (receive) peer=unconfined,"),
+        "SIGTERM from the Supervisor must reach the process"
+    );
+    let ignore = std::fs::read_to_string(root().join(".dockerignore")).expect(".dockerignore");
+    for needle in ["target/", ".git/"] {
+        assert!(
+            ignore.lines().any(|l| l == needle),
+            ".dockerignore lacks {needle}"
+        );
+    }
 
     let docker = std::fs::read_to_string(addon.join("Dockerfile")).expect("Dockerfile");
     for needle in [
@@ -240,6 +292,10 @@ fn packaging_files_are_complete() {
         "io.hass.url=",
         "ca-certificates",
         "ENTRYPOINT [\"/usr/bin/printernizer-stats\", \"run\"]",
+        "HEALTHCHECK",
+        "/api/v1/usage-stats/health",
+        "org.opencontainers.image.source=",
+        "--mount=type=cache",
     ] {
         assert!(docker.contains(needle), "Dockerfile lacks {needle}");
     }
@@ -248,6 +304,10 @@ fn packaging_files_are_complete() {
         .filter(|l| !l.trim_start().starts_with('#'))
         .collect();
     assert!(!instructions.contains("BUILD_FROM") && !instructions.contains("bashio"));
+    assert!(
+        !instructions.contains("BUILD_VERSION="),
+        "no literal version: it comes from the build (tag / config version)"
+    );
     assert!(
         !root().join("addon/build.yaml").exists(),
         "build.yaml is deprecated"
