@@ -1,7 +1,9 @@
 //! In-process counters (rejected messages, duplicates …).
 //!
-//! They are cheap atomics shared by every part of the service; later the MQTT sensors publish
-//! them. They reset when the process restarts (they describe this run, not the data).
+//! They are cheap atomics shared by every part of the service; the MQTT sensors publish them.
+//! They reset when the process restarts (they describe this run, not the data) — except
+//! `rejected_messages`, which continues from the value the service saved
+//! (`StatsService::persist_counters`, with every state publish and at shutdown).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -12,8 +14,11 @@ pub struct Metrics {
     pub events_stored: AtomicU64,
     /// Events that were already stored (same producer id) and were not stored again.
     pub events_duplicate: AtomicU64,
-    /// Messages or events rejected (unknown type, malformed, oversized …).
+    /// Messages or events rejected (unknown type, malformed, oversized …), counted on from the
+    /// value saved by the previous run.
     pub rejected_messages: AtomicU64,
+    /// The value of `rejected_messages` last saved to the database.
+    pub rejected_persisted: AtomicU64,
     /// MQTT event messages with a name we do not record (acknowledged, not stored).
     pub ignored_messages: AtomicU64,
     /// Event writes that failed (disk full, I/O error); the events stay with the broker.

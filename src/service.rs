@@ -118,11 +118,19 @@ impl StatsService {
         let salt = store
             .read_blocking(|c| settings::get(c, settings::PRINTER_SALT))?
             .ok_or_else(|| Error::Schema("printer salt missing from usage_settings".into()))?;
+        let rejected = store.read_blocking(|c| rollup::counter(c, counters::REJECTED_MESSAGES))?;
+        let metrics = Metrics::default();
+        metrics
+            .rejected_messages
+            .store(rejected, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .rejected_persisted
+            .store(rejected, std::sync::atomic::Ordering::Relaxed);
         Ok(Self {
             sanitizer: Sanitizer::new(salt, settings.retention.days),
             store,
             settings: Arc::new(settings),
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(metrics),
             env: Arc::new(env),
             ha_country: Arc::default(),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
@@ -589,6 +597,13 @@ impl StatsService {
     /// Deletes all local events, rollups and pending reports.
     pub async fn delete_all(&self) -> Result<u64> {
         let n = self.store.delete_all().await?;
+        // The counters went with the data: the sensor reads it as a meter reset.
+        self.metrics
+            .rejected_messages
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .rejected_persisted
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(deleted_events = n, "all local usage statistics deleted");
         self.changed();
         Ok(n)
@@ -633,8 +648,28 @@ impl StatsService {
             .await
     }
 
-    /// Stops the store after pending writes are committed.
+    /// Saves the counters that outlive the process (`rejected_messages`) when they changed.
+    pub async fn persist_counters(&self) -> Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = Metrics::get(&self.metrics.rejected_messages);
+        let before = self.metrics.rejected_persisted.load(Relaxed);
+        if now == before {
+            return Ok(());
+        }
+        self.store
+            .write(move |tx, _| {
+                rollup::add_counter(tx, counters::REJECTED_MESSAGES, now as i64 - before as i64)
+            })
+            .await?;
+        self.metrics.rejected_persisted.store(now, Relaxed);
+        Ok(())
+    }
+
+    /// Stops the store after pending writes are committed (saving the lasting counters first).
     pub async fn close(&self) -> Result<()> {
+        if let Err(e) = self.persist_counters().await {
+            tracing::warn!(error = %e, "cannot save the rejected-messages counter");
+        }
         self.store.close().await
     }
 }

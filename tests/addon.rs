@@ -484,3 +484,66 @@ async fn add_on_mode_uses_the_supervisors_broker_credentials_country_and_flat_op
         "the password is never logged"
     );
 }
+
+#[test]
+fn entities_show_as_a_user_expects() {
+    let config = yaml(&root().join("addon/config.yaml"));
+    let addon_url = config.get("url").and_then(Yaml::as_str).expect("url");
+    for lang in [Language::En, Language::De] {
+        let topics = Topics::new(&MqttSettings::default());
+        let catalog = Catalog::new(lang);
+        let device_words: BTreeSet<String> = catalog
+            .get("device_name")
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect();
+        let all: Vec<(String, Value)> = discovery::all(Context {
+            topics: &topics,
+            catalog: &catalog,
+        })
+        .into_iter()
+        .map(|m| {
+            (
+                m.topic.clone(),
+                serde_json::from_str(&m.payload).expect("json"),
+            )
+        })
+        .collect();
+        let find = |id: &str| {
+            &all.iter()
+                .find(|(t, _)| t.contains(&format!("/{id}/")))
+                .unwrap_or_else(|| panic!("{id}"))
+                .1
+        };
+        for (topic, p) in &all {
+            assert_eq!(p["origin"]["support_url"], addon_url, "{topic}");
+            let name = p["name"].as_str().expect("name");
+            let repeated: Vec<String> = name
+                .split(|c: char| !c.is_alphanumeric())
+                .map(str::to_lowercase)
+                .filter(|w| device_words.contains(w))
+                .collect();
+            assert!(
+                repeated.is_empty(),
+                "{lang:?} `{name}` repeats {repeated:?} of the device name"
+            );
+        }
+        // The opt-in switch is a primary entity: dashboards show it.
+        assert!(find("opt_in").get("entity_category").is_none());
+        assert_eq!(find("submit_now")["entity_category"], "config");
+        for technical in ["installation_id", "rejected_messages"] {
+            assert_eq!(find(technical)["enabled_by_default"], false, "{technical}");
+        }
+        assert!(find("jobs_week").get("enabled_by_default").is_none());
+        assert_eq!(find("uptime_week")["suggested_display_precision"], 1);
+        for (counter, unit) in [
+            ("events_total", "events"),
+            ("events_pending", "events"),
+            ("submissions_total", "reports"),
+            ("rejected_messages", "messages"),
+        ] {
+            assert_eq!(find(counter)["unit_of_measurement"], unit, "{counter}");
+        }
+    }
+}

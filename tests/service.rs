@@ -3,10 +3,10 @@
 mod common;
 
 use chrono::Duration;
-use common::{open_at, open_with, record_at, t};
+use common::{open_at, open_with, record_at, settings_in, t};
 use printernizer_stats::event::RawEvent;
 use printernizer_stats::installation::Probe;
-use printernizer_stats::service::Environment;
+use printernizer_stats::service::{Environment, StatsService};
 use serde_json::json;
 
 #[tokio::test]
@@ -223,6 +223,27 @@ async fn rejected_events_are_counted_and_store_nothing() {
         ts.service.local_stats().await.expect("local").total_events,
         0
     );
+    // The sensor is `total_increasing`: a restart continues the count.
+    ts.service.close().await.expect("closed");
+    let settings = settings_in(&ts.dir);
+    let again = StatsService::open(
+        settings,
+        std::sync::Arc::new(ts.clock.clone()),
+        Environment::default(),
+    )
+    .expect("reopens");
+    let m = again.metrics();
+    assert_eq!(
+        printernizer_stats::metrics::Metrics::get(&m.rejected_messages),
+        2
+    );
+    again.delete_all().await.expect("deleted");
+    assert_eq!(
+        printernizer_stats::metrics::Metrics::get(&m.rejected_messages),
+        0,
+        "delete-all resets it with the data"
+    );
+    again.close().await.expect("closed");
 }
 
 #[tokio::test]

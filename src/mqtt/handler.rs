@@ -124,6 +124,9 @@ impl Shared {
     }
 
     async fn publish_state(&self) {
+        if let Err(e) = self.service.persist_counters().await {
+            tracing::debug!(error = %e, "cannot save the rejected-messages counter");
+        }
         match self.service.local_stats().await {
             Ok(local) => {
                 let (problem, next) = match &self.submitter {

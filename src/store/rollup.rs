@@ -36,6 +36,9 @@ pub mod counters {
     pub const EVENTS_TOTAL: &str = "events_total";
     /// Stored events not yet part of an accepted report.
     pub const EVENTS_PENDING: &str = "events_pending";
+    /// Messages rejected, across restarts (the `rejected_messages` sensor is
+    /// `total_increasing`: it must not fall to 0 when the service restarts).
+    pub const REJECTED_MESSAGES: &str = "rejected_messages";
 }
 
 #[derive(Debug, Clone, Copy)]

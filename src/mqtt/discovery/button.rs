@@ -1,4 +1,4 @@
-//! The "Submit statistics now" button.
+//! The "Send report now" button.
 
 use serde::Serialize;
 

@@ -16,8 +16,8 @@ use serde::Serialize;
 use super::topics::Topics;
 use crate::i18n::Catalog;
 
-/// Where the project lives (discovery `origin.support_url`, device `configuration_url`).
-pub const SUPPORT_URL: &str = "https://github.com/schmacka/printernizer";
+/// Where the add-on lives (discovery `origin.support_url`; `url` in `addon/config.yaml`).
+pub const SUPPORT_URL: &str = "https://github.com/schmacka/printernizer-stats";
 
 /// A discovery message to publish retained.
 #[derive(Debug, Clone, PartialEq)]

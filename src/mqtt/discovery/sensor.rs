@@ -34,6 +34,12 @@ pub struct Sensor {
     /// Picks the attributes out of the state JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub json_attributes_template: Option<String>,
+    /// Decimals Home Assistant shows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggested_display_precision: Option<u8>,
+    /// `false` for technical sensors a user can switch on (sent only when `false`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled_by_default: Option<bool>,
 }
 
 /// One sensor's definition.
@@ -53,6 +59,10 @@ pub struct SensorDef {
     pub icon: Option<&'static str>,
     /// Keys of the state JSON shown as the sensor's attributes.
     pub attributes: &'static [&'static str],
+    /// Decimals shown.
+    pub precision: Option<u8>,
+    /// Enabled when the entity is created.
+    pub enabled: bool,
 }
 
 const fn rolling(object_id: &'static str, unit: &'static str, icon: &'static str) -> SensorDef {
@@ -64,18 +74,27 @@ const fn rolling(object_id: &'static str, unit: &'static str, icon: &'static str
         diagnostic: false,
         icon: Some(icon),
         attributes: &[],
+        precision: None,
+        enabled: true,
     }
 }
 
-const fn counter(object_id: &'static str, diagnostic: bool, icon: &'static str) -> SensorDef {
+const fn counter(
+    object_id: &'static str,
+    unit: &'static str,
+    diagnostic: bool,
+    icon: &'static str,
+) -> SensorDef {
     SensorDef {
         object_id,
         device_class: None,
         state_class: Some("total_increasing"),
-        unit: None,
+        unit: Some(unit),
         diagnostic,
         icon: Some(icon),
         attributes: &[],
+        precision: None,
+        enabled: true,
     }
 }
 
@@ -88,6 +107,8 @@ const fn timestamp(object_id: &'static str, icon: &'static str) -> SensorDef {
         diagnostic: false,
         icon: Some(icon),
         attributes: &[],
+        precision: None,
+        enabled: true,
     }
 }
 
@@ -112,21 +133,25 @@ pub const SENSORS: &[SensorDef] = &[
         diagnostic: false,
         icon: None,
         attributes: &[],
+        precision: Some(1),
+        enabled: true,
     },
     timestamp("last_submission", "mdi:upload"),
     timestamp("next_submission", "mdi:calendar-clock"),
-    counter("events_total", true, "mdi:database"),
+    counter("events_total", "events", true, "mdi:database"),
     SensorDef {
         // Pending events go down when a report is accepted: a current value, not a meter.
         object_id: "events_pending",
         device_class: None,
         state_class: Some("measurement"),
-        unit: None,
+        unit: Some("events"),
         diagnostic: true,
         icon: Some("mdi:database-clock"),
         attributes: &[],
+        precision: None,
+        enabled: true,
     },
-    counter("submissions_total", false, "mdi:counter"),
+    counter("submissions_total", "reports", false, "mdi:counter"),
     SensorDef {
         object_id: "installation_id",
         device_class: None,
@@ -135,8 +160,19 @@ pub const SENSORS: &[SensorDef] = &[
         diagnostic: true,
         icon: Some("mdi:identifier"),
         attributes: &[],
+        precision: None,
+        enabled: false,
     },
-    counter("rejected_messages", true, "mdi:message-alert-outline"),
+    SensorDef {
+        // Technical: off until a user wants it.
+        enabled: false,
+        ..counter(
+            "rejected_messages",
+            "messages",
+            true,
+            "mdi:message-alert-outline",
+        )
+    },
     SensorDef {
         // `mqtt`, `printernizer api` or both; when the bridge last read Printernizer.
         object_id: "data_source",
@@ -146,6 +182,8 @@ pub const SENSORS: &[SensorDef] = &[
         diagnostic: true,
         icon: Some("mdi:database-import-outline"),
         attributes: &["bridge_last_success"],
+        precision: None,
+        enabled: true,
     },
 ];
 
@@ -178,6 +216,8 @@ pub fn all(ctx: Context<'_>) -> Vec<DiscoveryMessage> {
                 json_attributes_topic: (!def.attributes.is_empty()).then(|| ctx.topics.state()),
                 json_attributes_template: (!def.attributes.is_empty())
                     .then(|| attributes_template(def.attributes)),
+                suggested_display_precision: def.precision,
+                enabled_by_default: (!def.enabled).then_some(false),
             };
             ctx.message("sensor", def.object_id, &sensor)
         })

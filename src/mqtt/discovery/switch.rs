@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Common, Context, DiscoveryMessage, EntityCategory};
+use super::{Common, Context, DiscoveryMessage};
 
 /// An MQTT switch.
 #[derive(Debug, Clone, Serialize)]
@@ -22,15 +22,12 @@ pub struct Switch {
     pub json_attributes_topic: String,
 }
 
-/// `switch.printernizer_stats_opt_in`.
+/// `switch.printernizer_stats_opt_in` — a primary entity (no `entity_category`): toggling it
+/// from a dashboard is its main use, and Home Assistant's generated dashboards hide `config`
+/// entities.
 pub fn opt_in(ctx: Context<'_>) -> DiscoveryMessage {
     let switch = Switch {
-        common: ctx.common(
-            "switch",
-            "opt_in",
-            Some(EntityCategory::Config),
-            Some("mdi:chart-box-outline"),
-        ),
+        common: ctx.common("switch", "opt_in", None, Some("mdi:chart-box-outline")),
         command_topic: ctx.topics.opt_in_set(),
         state_topic: ctx.topics.opt_in_state(),
         payload_on: "ON",
