@@ -90,6 +90,9 @@ pub struct Status {
     pub printernizer_sharing: bool,
 }
 
+/// The reason shown while opted in without an aggregation server to send to.
+pub const NO_ENDPOINT_REASON: &str = "opted in, but no aggregation server is configured: nothing can be sent until submission.endpoint (add-on option submission_endpoint) is set";
+
 /// The reason shown while Printernizer shares its own statistics.
 pub const PRINTERNIZER_SHARES_REASON: &str = "Printernizer shares its own usage statistics: this service submits nothing, so the installation is not counted twice";
 
@@ -453,6 +456,7 @@ impl StatsService {
         let dnt = self.env.do_not_track;
         let database = self.settings.database.path.display().to_string();
         let sources = self.sources();
+        let endpoint = self.settings.submission_endpoint().is_some();
         self.store
             .read(move |c| {
                 let opt_in =
@@ -470,6 +474,8 @@ impl StatsService {
                     ))
                 } else if printernizer_sharing {
                     Some(PRINTERNIZER_SHARES_REASON.to_owned())
+                } else if !endpoint {
+                    Some(NO_ENDPOINT_REASON.to_owned())
                 } else {
                     None
                 };
@@ -521,19 +527,19 @@ impl StatsService {
 
     /// The period the next report covers at `now`.
     ///
-    /// Opted in: from the end of the last accepted report (or the opt-in time) to now — so
-    /// consecutive reports are contiguous. Not opted in: the last `submission.interval_days`
-    /// up to now (the preview of a full report).
+    /// The first report after opting in is the report the user saw: the preview's period, the
+    /// last `submission.interval_days` up to its submission, with the same figures. Later ones
+    /// start at the end of the last accepted report — consecutive reports are contiguous. Not
+    /// opted in: the last `submission.interval_days` up to now (the preview).
     pub async fn next_period(&self) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
         let end = self.now();
         let interval = Duration::days(i64::from(self.settings.submission.interval_days));
-        let (opted, last_end, opt_in_date) = self
+        let (opted, last_end) = self
             .store
             .read(|c| {
                 Ok((
                     settings::get(c, settings::OPT_IN_STATUS)?.as_deref() == Some("enabled"),
                     settings::get(c, LAST_REPORT_END)?,
-                    settings::get(c, OPT_IN_DATE)?,
                 ))
             })
             .await?;
@@ -541,11 +547,32 @@ impl StatsService {
             return Ok((end - interval, end));
         }
         let start = last_end
-            .or(opt_in_date)
             .as_deref()
             .and_then(parse_ts)
             .unwrap_or(end - interval);
         Ok((start.min(end), end))
+    }
+
+    /// When the next report is due: `submission.interval_days` after the end of the last
+    /// accepted report, or after opting in for the first.
+    pub async fn report_due(&self) -> Result<DateTime<Utc>> {
+        let now = self.now();
+        let interval = Duration::days(i64::from(self.settings.submission.interval_days));
+        let (last_end, opt_in_date) = self
+            .store
+            .read(|c| {
+                Ok((
+                    settings::get(c, LAST_REPORT_END)?,
+                    settings::get(c, OPT_IN_DATE)?,
+                ))
+            })
+            .await?;
+        let since = last_end
+            .or(opt_in_date)
+            .as_deref()
+            .and_then(parse_ts)
+            .unwrap_or(now);
+        Ok(since + interval)
     }
 
     /// The report for `[from, to)`, or for [`Self::next_period`] when either is missing.

@@ -296,9 +296,7 @@ impl Submitter {
         let pending = match self.pending().await? {
             Some(p) => p,
             None => {
-                let (start, _) = self.service.next_period().await?;
-                let due = start
-                    + Duration::days(i64::from(self.service.settings().submission.interval_days));
+                let due = self.service.report_due().await?;
                 if now < due && !now_pressed {
                     return Ok(TickOutcome::NotDue(due));
                 }
@@ -550,14 +548,15 @@ impl Submitter {
     }
 
     async fn accepted(&self, pending: &Pending, now: DateTime<Utc>) -> Result<()> {
-        let (id, start, end) = (pending.id, fmt_ts(pending.start), fmt_ts(pending.end));
+        let (id, end) = (pending.id, fmt_ts(pending.end));
         self.service
             .store()
             .write(move |tx, _| {
+                // Everything before the report's end is done with: in it, or older than the
+                // first report and never to be reported (no longer "pending").
                 let marked = tx.execute(
-                    "UPDATE usage_events SET submitted = 1
-                     WHERE submitted = 0 AND timestamp >= ?1 AND timestamp < ?2",
-                    params![start, end],
+                    "UPDATE usage_events SET submitted = 1 WHERE submitted = 0 AND timestamp < ?1",
+                    params![end],
                 )?;
                 rollup::add_counter(tx, counters::EVENTS_PENDING, -(marked as i64))?;
                 let count: u64 = settings::get(tx, settings::SUBMISSION_COUNT)?
@@ -601,9 +600,7 @@ impl Submitter {
                 .is_some_and(|f| f == self.fingerprint());
             return Ok((!blocked).then_some(p.next_attempt_at));
         }
-        let (start, _) = self.service.next_period().await?;
-        let due =
-            start + Duration::days(i64::from(self.service.settings().submission.interval_days));
+        let due = self.service.report_due().await?;
         let last = self.last_accepted().await?;
         Ok(Some(last.map_or(due, |l| due.max(l + MIN_SUBMISSION_GAP))))
     }

@@ -126,7 +126,7 @@ async fn the_report_has_the_seed_shape_and_exact_figures() {
 }
 
 #[tokio::test]
-async fn preview_before_consent_then_contiguous_period_from_opt_in() {
+async fn the_first_report_after_opting_in_is_the_preview_the_user_saw() {
     let ts = open_at("2026-11-20T12:00:00Z");
     record_at(&ts, "job_completed", "2026-11-20T10:00:00Z", json!({})).await;
 
@@ -136,34 +136,51 @@ async fn preview_before_consent_then_contiguous_period_from_opt_in() {
     assert_eq!(preview.usage_stats.job_count, 1);
 
     ts.service.opt_in().await.expect("opt in");
+    let first = ts.service.report(None, None).await.expect("report");
+    assert_eq!(
+        (
+            first.period.start,
+            first.period.end,
+            first.usage_stats.job_count
+        ),
+        (preview.period.start, preview.period.end, 1),
+        "sent at once, it is exactly the preview"
+    );
     ts.clock.advance(Duration::hours(30));
     record_at(&ts, "job_completed", "2026-11-21T09:00:00Z", json!({})).await;
-    let next = ts.service.report(None, None).await.expect("report");
+    let later = ts.service.report(None, None).await.expect("report");
     assert_eq!(
-        next.period.start,
-        t("2026-11-20T12:00:00Z"),
-        "starts at the opt-in"
+        later.period.start,
+        t("2026-11-14T18:00:00Z"),
+        "the last interval up to its submission, like the preview"
     );
-    assert_eq!(next.period.end, t("2026-11-21T18:00:00Z"));
+    assert_eq!(later.period.end, t("2026-11-21T18:00:00Z"));
     assert_eq!(
-        next.usage_stats.job_count, 1,
-        "the job before consent is not in it"
+        later.usage_stats.job_count, 2,
+        "the job before consent is in it"
+    );
+    // Due a full interval after opting in.
+    assert_eq!(
+        ts.service.report_due().await.expect("due"),
+        t("2026-11-27T12:00:00Z")
     );
 
-    // Opting in again does not move the start of the period.
+    // Opting in again does not move the due time.
     ts.service.opt_in().await.expect("opt in again");
     assert_eq!(
-        ts.service
-            .report(None, None)
-            .await
-            .expect("report")
-            .period
-            .start,
-        next.period.start
+        ts.service.report_due().await.expect("due"),
+        t("2026-11-27T12:00:00Z")
     );
     let status = ts.service.status().await.expect("status");
     assert_eq!(status.privacy_policy_version.as_deref(), Some("1.0"));
-    assert!(status.reason.is_none());
+    assert!(
+        status
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("no aggregation server is configured")),
+        "opted in without an endpoint says so: {:?}",
+        status.reason
+    );
 }
 
 #[tokio::test]

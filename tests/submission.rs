@@ -510,3 +510,52 @@ async fn submit_now_sends_the_pending_report_at_once_but_never_twice_an_hour() {
     let first: Value = serde_json::from_str(&requests[0].body).expect("json");
     assert_eq!(body["period"]["start"], first["period"]["end"]);
 }
+
+#[tokio::test]
+async fn submit_now_right_after_opting_in_sends_the_preview_and_nothing_old_stays_pending() {
+    let (server, url) = Server::start().await;
+    let (ts, submitter) = setup(Environment::default(), &url, None).await;
+    // Older than any report will cover, then inside the preview's week.
+    record_at(&ts, "job_completed", "2026-10-01T10:00:00Z", json!({})).await;
+    record_at(&ts, "job_completed", "2026-10-30T10:00:00Z", json!({})).await;
+    record_at(&ts, "file_downloaded", "2026-11-01T10:00:00Z", json!({})).await;
+    let preview = ts.service.report(None, None).await.expect("preview");
+    assert_eq!(ts.service.status().await.expect("status").events_pending, 3);
+
+    ts.service.opt_in().await.expect("opt in");
+    assert_eq!(
+        submitter.submit_now().await.expect("sent"),
+        TickOutcome::Accepted
+    );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    let sent: Value = serde_json::from_str(&requests[0].body).expect("json");
+    assert_eq!(
+        sent["period"]["start"],
+        json!(
+            preview
+                .period
+                .start
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    );
+    assert_eq!(
+        sent["period"]["end"],
+        json!(
+            preview
+                .period
+                .end
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    );
+    assert_eq!(
+        sent["usage_stats"]["job_count"], 1,
+        "the figures the user saw"
+    );
+    assert_eq!(sent["usage_stats"]["file_count"], 1);
+    assert_eq!(
+        ts.service.status().await.expect("status").events_pending,
+        0,
+        "nothing stored before the report's end is pending"
+    );
+}

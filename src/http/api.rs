@@ -124,7 +124,8 @@ async fn local(State(s): AppState) -> Response {
                 sub.pending_report().await?,
                 sub.has_problem().await?,
             ),
-            None => (None, None, false),
+            // Opted in without an aggregation server: nothing can ever be sent.
+            None => (None, None, sharing_active),
         };
         Ok::<_, Error>(LocalView {
             stats,

@@ -134,7 +134,8 @@ impl Shared {
                         s.has_problem().await.unwrap_or(false),
                         s.next_due().await.ok().flatten(),
                     ),
-                    None => (false, None),
+                    // Opted in without an aggregation server: nothing can ever be sent.
+                    None => (self.service.sharing_active().await.unwrap_or(false), None),
                 };
                 let last_bridge = match self.service.status().await {
                     Ok(status) => status.bridge_last_success,

@@ -61,6 +61,9 @@ async function loadLocal() {
   box.disabled = s.do_not_track;
   $("opt-in-state").textContent = s.do_not_track ? T.dnt : (s.sharing_active ? T.on : T.off);
   $("printernizer-shares").hidden = !s.printernizer_sharing;
+  if (s.sharing_active && s.reason && !s.printernizer_sharing) {
+    $("opt-in-state").textContent += " " + s.reason;
+  }
   $("source").textContent = T.source + ": " + (s.sources.length ? s.sources.join(", ") : T.none) +
     (s.sources.includes("printernizer api") ? " · " + T.bridge_last + ": " + when(s.bridge_last_success) : "");
   const w = s.this_week;
