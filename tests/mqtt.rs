@@ -602,3 +602,40 @@ async fn simulate_feeds_run_and_every_recordable_event_is_stored_once() {
         "simulate needs no database"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_simulate_and_a_clean_stop_warn_about_nothing() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut app, _client) = support::start_online(dir.path(), broker.port, &[]).await;
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("printernizer-stats"))
+        .args(["simulate", "--events", "30", "--rate", "0"])
+        .env(
+            "PRINTERNIZER_STATS__DATABASE__PATH",
+            dir.path().join("sim.db"),
+        )
+        .env(
+            "PRINTERNIZER_STATS_OPTIONS",
+            dir.path().join("no-options.json"),
+        )
+        .env("PRINTERNIZER_STATS__MQTT__HOST", "127.0.0.1")
+        .env("PRINTERNIZER_STATS__MQTT__PORT", broker.port.to_string())
+        .env_remove("SUPERVISOR_TOKEN")
+        .output()
+        .expect("simulate runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("WARN"), "simulate warned:\n{stderr}");
+    // Let a state publish be pending (debounced) when the stop comes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(app.stop());
+    let log = app.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "warnings on a clean run and stop: {warnings:?}"
+    );
+}

@@ -42,6 +42,9 @@ pub(crate) struct Shared {
     redelivery_pending: std::sync::atomic::AtomicBool,
     /// Delay before the next redelivery while writes keep failing.
     redelivery_backoff: Mutex<Duration>,
+    /// The service is stopping: a publish that no longer reaches the closed connection is
+    /// expected, not a problem.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -65,6 +68,7 @@ impl Shared {
             reconnect,
             redelivery_pending: std::sync::atomic::AtomicBool::new(false),
             redelivery_backoff: Mutex::new(REDELIVERY_START),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -78,7 +82,11 @@ impl Shared {
             .publish(topic.clone(), QoS::AtLeastOnce, retain, payload)
             .await
         {
-            tracing::warn!(%topic, error = %e, "cannot queue MQTT publish");
+            if self.stopping.load(Ordering::Relaxed) {
+                tracing::debug!(%topic, error = %e, "MQTT publish dropped while stopping");
+            } else {
+                tracing::warn!(%topic, error = %e, "cannot queue MQTT publish");
+            }
         }
     }
 
@@ -202,6 +210,7 @@ pub(crate) fn spawn(
                     None => break,
                 },
                 _ = stop.changed() => {
+                    shared.stopping.store(true, Ordering::Relaxed);
                     shared.publish(shared.topics.availability(), true, "offline").await;
                     if let Err(e) = shared.client.disconnect().await {
                         tracing::debug!(error = %e, "MQTT disconnect not queued");

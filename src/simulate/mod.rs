@@ -146,6 +146,8 @@ pub async fn run(
                 Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                     tracing::debug!(session_present = ack.session_present, "simulate: connected");
                 }
+                // Our own DISCONNECT went out: the broker closing the socket now is the end.
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "simulate: MQTT connection problem; retrying");
@@ -209,8 +211,13 @@ pub async fn run(
     })
     .await;
     let _ = client.disconnect().await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    poller.abort();
+    let poller_abort = poller.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(5), poller)
+        .await
+        .is_err()
+    {
+        poller_abort.abort();
+    }
     if wait.is_err() {
         return Err(Error::Mqtt(format!(
             "the broker acknowledged {} of {} messages within 60 s",
