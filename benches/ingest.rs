@@ -72,7 +72,7 @@ async fn service_rate(broker: &Broker, n: u64) -> f64 {
         printernizer_stats::mqtt::resolve_broker(&settings.mqtt, None, "", "bench-ingest".into())
             .await
             .expect("broker");
-    let mqtt = printernizer_stats::mqtt::spawn(service.clone(), &settings, &broker_cfg, None);
+    let mqtt = printernizer_stats::mqtt::spawn(service.clone(), &settings, &broker_cfg, None, None);
     watcher
         .wait_for(
             "printernizer_stats/availability",

@@ -496,6 +496,7 @@ async fn run(service: &StatsService) -> anyhow::Result<()> {
             None
         }
     };
+    let mut page_addr: Option<std::net::SocketAddr> = None;
     if let Some(addr) = http_addr {
         let state = http::HttpState {
             service: service.clone(),
@@ -505,6 +506,7 @@ async fn run(service: &StatsService) -> anyhow::Result<()> {
         match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => {
                 let shown = listener.local_addr().unwrap_or(addr);
+                page_addr = Some(shown);
                 tracing::info!("web page and API on http://{shown}/");
                 let mut stop_http = stop_rx.clone();
                 tokio::spawn(async move {
@@ -561,11 +563,25 @@ async fn run(service: &StatsService) -> anyhow::Result<()> {
                 return Ok(());
             }
         };
+        // The device's "Visit" link: the ingress panel in the add-on, the local page otherwise.
+        let configuration_url = match supervisor_token.as_deref().filter(|t| !t.is_empty()) {
+            Some(token) => match supervisor::ingress_page_url(&supervisor_url, token).await {
+                Ok(url) => url,
+                Err(e) => {
+                    tracing::debug!(error = %e, "no ingress page URL from the Supervisor");
+                    None
+                }
+            },
+            None => page_addr
+                .filter(|a| !a.ip().is_unspecified())
+                .map(|a| format!("http://{a}/")),
+        };
         Some(mqtt::spawn(
             service.clone(),
             &settings,
             &broker,
             submitter.clone(),
+            configuration_url,
         ))
     } else {
         tracing::info!("MQTT disabled (mqtt.enabled = false)");

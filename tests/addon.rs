@@ -354,6 +354,7 @@ fn sensors_never_use_the_config_entity_category() {
         for m in discovery::all(Context {
             topics: &topics,
             catalog: &catalog,
+            configuration_url: None,
         }) {
             let payload: Value = serde_json::from_str(&m.payload).expect("json");
             let category = payload
@@ -392,6 +393,15 @@ async fn supervisor(port: u16) -> (String, Seen) {
                     "addon": "core_mosquitto", "host": "127.0.0.1", "port": port.to_string(),
                     "ssl": false, "username": "addon", "password": "pw-from-supervisor",
                     "protocol": "3.1.1"}}))
+            }),
+        )
+        .route(
+            "/addons/self/info",
+            get(|| async {
+                Json(
+                    json!({"result": "ok", "data": {"slug": "local_printernizer_usage_stats",
+                    "ingress": true, "ingress_url": "/api/hassio_ingress/abc/"}}),
+                )
             }),
         )
         .route(
@@ -460,7 +470,12 @@ async fn add_on_mode_uses_the_supervisors_broker_credentials_country_and_flat_op
             true
         })
         .await;
-    assert_eq!(switch.json()["name"], "Anonyme Nutzungsstatistik teilen");
+    assert_eq!(switch.json()["name"], "Anonym teilen");
+    assert_eq!(
+        switch.json()["device"]["configuration_url"],
+        "homeassistant://hassio/ingress/local_printernizer_usage_stats",
+        "the device links to the ingress panel"
+    );
     // The country comes from Home Assistant's core config.
     let preview: Value = reqwest::get(format!("{}api/v1/usage-stats/preview", app.http_base()))
         .await
@@ -501,6 +516,7 @@ fn entities_show_as_a_user_expects() {
         let all: Vec<(String, Value)> = discovery::all(Context {
             topics: &topics,
             catalog: &catalog,
+            configuration_url: None,
         })
         .into_iter()
         .map(|m| {

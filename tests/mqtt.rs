@@ -181,6 +181,13 @@ async fn discovery_birth_message_and_the_opt_in_switch() {
         );
         assert_eq!(c["device"]["identifiers"], json!(["printernizer_stats"]));
         assert_eq!(c["device"]["name"], "Printernizer Usage Statistics");
+        assert!(
+            c["device"]["configuration_url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("http://127.0.0.1:")),
+            "the device links to the local page: {}",
+            c["device"]
+        );
         assert_eq!(c["origin"]["name"], "printernizer-stats");
         assert_eq!(c["availability_topic"], "printernizer_stats/availability");
         assert!(c["name"].as_str().is_some_and(|n| !n.is_empty()));

@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     redelivery_pending: std::sync::atomic::AtomicBool,
     /// Delay before the next redelivery while writes keep failing.
     redelivery_backoff: Mutex<Duration>,
+    /// The device's `configuration_url`.
+    pub(crate) configuration_url: Option<String>,
     /// The service is stopping: a publish that no longer reaches the closed connection is
     /// expected, not a problem.
     stopping: std::sync::atomic::AtomicBool,
@@ -69,6 +71,7 @@ impl Shared {
             redelivery_pending: std::sync::atomic::AtomicBool::new(false),
             redelivery_backoff: Mutex::new(REDELIVERY_START),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            configuration_url: None,
         }
     }
 
@@ -97,6 +100,7 @@ impl Shared {
         let ctx = Context {
             topics: &self.topics,
             catalog: &self.catalog,
+            configuration_url: self.configuration_url.as_deref(),
         };
         for message in discovery::all(ctx) {
             self.publish(message.topic, true, message.payload).await;

@@ -182,6 +182,7 @@ pub fn spawn(
     settings: &Settings,
     broker: &BrokerConfig,
     submitter: Option<crate::submission::Submitter>,
+    configuration_url: Option<String>,
 ) -> MqttHandle {
     let topics = Topics::new(&settings.mqtt);
     let opts = mqtt_options(broker, &topics);
@@ -190,7 +191,7 @@ pub fn spawn(
     let (inbound_tx, inbound_rx) = tokio::sync::mpsc::unbounded_channel();
     let (reconnect_tx, reconnect_rx) = tokio::sync::mpsc::unbounded_channel();
     tracing::info!(broker = %format!("{}:{}", broker.host, broker.port), client_id = %broker.client_id, "connecting to MQTT");
-    let shared = Arc::new(handler::Shared::new(
+    let mut shared = handler::Shared::new(
         service,
         client,
         topics,
@@ -198,7 +199,9 @@ pub fn spawn(
         Duration::from_secs(settings.mqtt.birth_delay_max_s),
         submitter,
         reconnect_tx,
-    ));
+    );
+    shared.configuration_url = configuration_url;
+    let shared = Arc::new(shared);
     let conn = tokio::spawn(connection::run(
         eventloop,
         inbound_tx,

@@ -140,6 +140,39 @@ pub async fn home_assistant_country(base_url: &str, token: &str) -> Result<Optio
         .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase())))
 }
 
+#[derive(Deserialize)]
+struct SelfEnvelope {
+    #[serde(default)]
+    data: Option<SelfInfo>,
+}
+
+#[derive(Deserialize)]
+struct SelfInfo {
+    slug: String,
+    #[serde(default)]
+    ingress: bool,
+}
+
+/// This add-on's page in Home Assistant (`homeassistant://hassio/ingress/<installed slug>`),
+/// from `GET /addons/self/info`, for the device's `configuration_url`.
+pub async fn ingress_page_url(base_url: &str, token: &str) -> Result<Option<String>> {
+    let (url, response) = get(base_url, "/addons/self/info", token, Duration::from_secs(5)).await?;
+    if !response.status().is_success() {
+        return Err(Error::Mqtt(format!(
+            "Supervisor {url}: HTTP {}",
+            response.status().as_u16()
+        )));
+    }
+    let info: SelfEnvelope = response
+        .json()
+        .await
+        .map_err(|e| Error::Mqtt(format!("Supervisor add-on info: {e}")))?;
+    Ok(info
+        .data
+        .filter(|d| d.ingress && !d.slug.is_empty())
+        .map(|d| format!("homeassistant://hassio/ingress/{}", d.slug)))
+}
+
 /// Asks until the Supervisor answers, backing off from 1 s to 60 s.
 pub async fn wait_for(base_url: &str, token: &str) -> BrokerService {
     let mut delay = Duration::from_secs(1);

@@ -41,6 +41,9 @@ pub struct Device {
     pub model: String,
     /// This program's version.
     pub sw_version: String,
+    /// The statistics page (the ingress panel in the add-on, the local page standalone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub configuration_url: Option<String>,
 }
 
 /// Who created the entities.
@@ -95,6 +98,8 @@ pub struct Context<'a> {
     pub topics: &'a Topics,
     /// Entity names.
     pub catalog: &'a Catalog,
+    /// The device's `configuration_url`, when there is a page to open.
+    pub configuration_url: Option<&'a str>,
 }
 
 impl Context<'_> {
@@ -117,6 +122,7 @@ impl Context<'_> {
                 manufacturer: "Printernizer".into(),
                 model: self.catalog.get("device_model").to_owned(),
                 sw_version: version.clone(),
+                configuration_url: self.configuration_url.map(str::to_owned),
             },
             origin: Origin {
                 name: "printernizer-stats".into(),
