@@ -2,7 +2,9 @@
 //!
 //! Per-entity discovery (`<prefix>/<component>/printernizer_stats/<object_id>/config`, retained,
 //! QoS 1) works on every Home Assistant version. Every entity has `unique_id`
-//! `printernizer_stats_<object_id>`, `default_entity_id` `<component>.printernizer_stats_<object_id>`,
+//! `printernizer_stats_<object_id>`, `default_entity_id` `<component>.printernizer_stats_<object_id>`
+//! and, for Home Assistant before 2025.10 (which ignores `default_entity_id`), `object_id`
+//! `printernizer_stats_<object_id>` — the same entity ids on old and new versions,
 //! the shared [`Device`], an [`Origin`] and availability on `<base>/availability`.
 //! Removing an entity = an empty retained payload on its config topic ([`removal`]).
 
@@ -75,6 +77,11 @@ pub struct Common {
     pub unique_id: String,
     /// `<component>.printernizer_stats_<object_id>` (HA ≥ 2025.10).
     pub default_entity_id: String,
+    /// `printernizer_stats_<object_id>`: the same entity id on Home Assistant before 2025.10,
+    /// which ignores `default_entity_id` and would otherwise build the id from the (translated)
+    /// name. 2025.10 deprecated it in favour of `default_entity_id` (whether it also warns when
+    /// both are sent is not verified); from 2026.4 it is dropped silently.
+    pub object_id: String,
     /// Translated entity name.
     pub name: String,
     /// Shared device.
@@ -115,6 +122,7 @@ impl Context<'_> {
         Common {
             unique_id: format!("printernizer_stats_{object_id}"),
             default_entity_id: format!("{component}.printernizer_stats_{object_id}"),
+            object_id: format!("printernizer_stats_{object_id}"),
             name: self.catalog.get(object_id).to_owned(),
             device: Device {
                 identifiers: vec!["printernizer_stats".into()],
