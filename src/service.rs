@@ -164,9 +164,7 @@ impl StatsService {
     /// Sanitizes an event and queues it; the handle resolves after commit. Rejections are
     /// counted and logged at debug.
     pub async fn enqueue(&self, raw: &RawEvent) -> Result<(UsageEvent, PendingInsert)> {
-        let event = self.sanitize(raw)?;
-        let pending = self.store.enqueue(event.clone()).await?;
-        Ok((event, pending))
+        self.enqueue_hashed(raw, None).await
     }
 
     /// [`Self::enqueue`] for an event whose printer is already known by its keyed hash (the
@@ -231,14 +229,7 @@ impl StatsService {
         online: bool,
         at: Option<DateTime<Utc>>,
     ) -> Result<()> {
-        let previous = self
-            .printernizer_online
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replace(online);
-        if previous != Some(online) {
-            self.touched();
-        }
+        self.set_printernizer_online(online);
         let last: Option<String> = self
             .store
             .read(|c| {

@@ -54,6 +54,20 @@ struct FleetEntry {
     last_at: DateTime<Utc>,
 }
 
+/// Adds a printer sighting to its hour of `usage_fleet` (`?1` hour, `?2` hash, `?3` type or
+/// NULL, `?4`/`?5` first and last seen): a known type is never replaced by NULL, and the
+/// latest sighting's type wins.
+const FLEET_UPSERT: &str =
+    "INSERT INTO usage_fleet (period_start, printer_hash, printer_type, first_at, last_at)
+     VALUES (?1, ?2, ?3, ?4, ?5)
+     ON CONFLICT(period_start, printer_hash) DO UPDATE SET
+        printer_type = CASE
+            WHEN excluded.printer_type IS NOT NULL
+                 AND (printer_type IS NULL OR excluded.last_at >= last_at)
+            THEN excluded.printer_type ELSE printer_type END,
+        first_at = min(first_at, excluded.first_at),
+        last_at = max(last_at, excluded.last_at)";
+
 /// Rollup changes of one write batch.
 #[derive(Debug, Default)]
 pub(crate) struct RollupBatch {
@@ -158,17 +172,7 @@ impl RollupBatch {
                 now
             ])?;
         }
-        let mut fleet_stmt = tx.prepare_cached(
-            "INSERT INTO usage_fleet (period_start, printer_hash, printer_type, first_at, last_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(period_start, printer_hash) DO UPDATE SET
-                printer_type = CASE
-                    WHEN excluded.printer_type IS NOT NULL
-                         AND (printer_type IS NULL OR excluded.last_at >= last_at)
-                    THEN excluded.printer_type ELSE printer_type END,
-                first_at = min(first_at, excluded.first_at),
-                last_at = max(last_at, excluded.last_at)",
-        )?;
+        let mut fleet_stmt = tx.prepare_cached(FLEET_UPSERT)?;
         for ((hour, hash), f) in &self.fleet {
             fleet_stmt.execute(params![
                 fmt_ts(*hour),
@@ -194,19 +198,9 @@ pub(crate) fn record_sightings(
 ) -> Result<()> {
     let hour = fmt_ts(hour_floor(at));
     let at = fmt_ts(at);
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO usage_fleet (period_start, printer_hash, printer_type, first_at, last_at)
-         VALUES (?1, ?2, ?3, ?4, ?4)
-         ON CONFLICT(period_start, printer_hash) DO UPDATE SET
-            printer_type = CASE
-                WHEN excluded.printer_type IS NOT NULL
-                     AND (printer_type IS NULL OR excluded.last_at >= last_at)
-                THEN excluded.printer_type ELSE printer_type END,
-            first_at = min(first_at, excluded.first_at),
-            last_at = max(last_at, excluded.last_at)",
-    )?;
+    let mut stmt = tx.prepare_cached(FLEET_UPSERT)?;
     for (hash, typ) in printers {
-        stmt.execute(params![hour, hash, typ, at])?;
+        stmt.execute(params![hour, hash, typ, at, at])?;
     }
     Ok(())
 }
