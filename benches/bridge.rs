@@ -90,14 +90,14 @@ async fn baseline(events: &[Value]) -> f64 {
 async fn bridge(url: &str, n: u64) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = service(&dir, Some(url.to_owned()));
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
     let started = Instant::now();
-    let task = printernizer_stats::bridge::spawn(s.clone(), url, stop_rx).expect("bridge");
+    let task = printernizer_stats::bridge::spawn(s.clone(), url, stop.clone()).expect("bridge");
     while total(&s).await < n {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
-    let _ = stop.send(true);
+    stop.cancel();
     let _ = task.await;
     s.close().await.expect("closed");
     rate

@@ -7,10 +7,7 @@
 //!
 //! Prints the figures and their ratio; docs/PERFORMANCE.md records them.
 
-#[path = "../tests/common/child.rs"]
-mod child;
-#[path = "../tests/common/mqtt.rs"]
-mod support;
+use printernizer_stats_test_support::mqtt as support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,7 +66,7 @@ async fn service_rate(broker: &Broker, n: u64) -> f64 {
     .expect("service");
     let watcher = Client::connect(broker.port, &["printernizer_stats/availability"]).await;
     let broker_cfg =
-        printernizer_stats::mqtt::resolve_broker(&settings.mqtt, None, "", "bench-ingest".into())
+        printernizer_stats::mqtt::resolve_broker(&settings.mqtt, None, "bench-ingest".into())
             .await
             .expect("broker");
     let mqtt = printernizer_stats::mqtt::spawn(service.clone(), &settings, &broker_cfg, None, None);

@@ -29,112 +29,12 @@ use crate::event::EventType;
 use crate::event::vocab::{DeploymentMode, PrinterType};
 use crate::store::rollup::{self, counters};
 use crate::store::{hour_floor, settings};
+use printernizer_stats_shared::time::rfc3339_secs;
 
-/// The report schema version this program produces.
-pub const SCHEMA_VERSION: &str = "1.0";
-
-/// RFC 3339 with whole seconds and `Z`.
-pub mod rfc3339_secs {
-    use chrono::{DateTime, SecondsFormat, Utc};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Serializes as `2026-11-20T12:00:00Z`.
-    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Secs, true))
-    }
-
-    /// Parses any RFC 3339 time.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        let s = String::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// The anonymous weekly report (the seed's `AggregatedStats`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AggregatedStats {
-    /// Always [`SCHEMA_VERSION`].
-    pub schema_version: String,
-    /// When the report was built.
-    #[serde(with = "rfc3339_secs")]
-    pub submission_timestamp: DateTime<Utc>,
-    /// Anonymous installation facts.
-    pub installation: InstallationInfo,
-    /// The period covered.
-    pub period: TimePeriod,
-    /// Printers seen.
-    pub printer_fleet: PrinterFleetStats,
-    /// Activity counts.
-    pub usage_stats: UsageStats,
-    /// `error_occurred` events per error type.
-    pub error_summary: BTreeMap<String, u64>,
-}
-
-/// Anonymous installation information.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InstallationInfo {
-    /// Random UUID (not derived from anything).
-    pub installation_id: String,
-    /// When this installation was first seen.
-    #[serde(with = "rfc3339_secs")]
-    pub first_seen: DateTime<Utc>,
-    /// Printernizer version from its latest start, or "unknown".
-    pub app_version: String,
-    /// Python version from Printernizer's latest start, or "unknown".
-    pub python_version: String,
-    /// linux, windows, darwin, freebsd, other or unknown.
-    pub platform: String,
-    /// homeassistant, docker, standalone or pi.
-    pub deployment_mode: String,
-    /// ISO 3166-1 alpha-2, "XX" when unknown.
-    pub country_code: String,
-}
-
-/// The period a report covers: `[start, end)`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TimePeriod {
-    /// Inclusive start.
-    #[serde(with = "rfc3339_secs")]
-    pub start: DateTime<Utc>,
-    /// Exclusive end.
-    #[serde(with = "rfc3339_secs")]
-    pub end: DateTime<Utc>,
-    /// Length in days, rounded.
-    pub duration_days: i64,
-}
-
-/// Printer fleet composition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PrinterFleetStats {
-    /// Distinct printers seen.
-    pub printer_count: u64,
-    /// Distinct printer types, sorted.
-    pub printer_types: Vec<String>,
-    /// Printers per type.
-    pub printer_type_counts: BTreeMap<String, u64>,
-}
-
-/// Activity counts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UsageStats {
-    /// Completed + failed jobs.
-    pub job_count: u64,
-    /// Completed jobs (an addition to the seed's shape: lets the server compute success rates;
-    /// `job_count = jobs_completed + jobs_failed`).
-    pub jobs_completed: u64,
-    /// Failed or cancelled jobs (addition, see `jobs_completed`).
-    pub jobs_failed: u64,
-    /// Files downloaded from printers.
-    pub file_count: u64,
-    /// Files uploaded to the library.
-    pub upload_count: u64,
-    /// Measured up-time in whole hours.
-    pub uptime_hours: u64,
-    /// `<feature>_enabled` → last known state.
-    pub feature_usage: BTreeMap<String, bool>,
-}
+/// The report's wire types live in the shared crate: the server reads the very same types.
+pub use printernizer_stats_shared::report::{
+    AggregatedStats, InstallationInfo, PrinterFleetStats, SCHEMA_VERSION, TimePeriod, UsageStats,
+};
 
 /// Installation facts that do not come from events.
 #[derive(Debug, Clone, PartialEq)]
@@ -220,8 +120,8 @@ pub fn aggregate(
         },
         usage_stats: UsageStats {
             job_count: counts.of(EventType::JobCompleted) + counts.of(EventType::JobFailed),
-            jobs_completed: counts.of(EventType::JobCompleted),
-            jobs_failed: counts.of(EventType::JobFailed),
+            jobs_completed: Some(counts.of(EventType::JobCompleted)),
+            jobs_failed: Some(counts.of(EventType::JobFailed)),
             file_count: counts.of(EventType::FileDownloaded),
             upload_count: counts.of(EventType::FileUploaded),
             uptime_hours: ((uptime as f64) / 3600.0).round() as u64,

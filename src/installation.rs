@@ -20,8 +20,8 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Looks at this machine.
-    pub fn from_system() -> Self {
+    /// Looks at this machine; `addon` is whether the Supervisor started us.
+    pub fn from_system(addon: bool) -> Self {
         let device_model = [
             "/proc/device-tree/model",
             "/sys/firmware/devicetree/base/model",
@@ -29,8 +29,7 @@ impl Probe {
         .iter()
         .find_map(|p| std::fs::read_to_string(p).ok());
         Self {
-            supervisor_token: std::env::var_os(crate::config::SUPERVISOR_TOKEN_ENV)
-                .is_some_and(|v| !v.is_empty()),
+            supervisor_token: addon,
             dockerenv: Path::new("/.dockerenv").exists(),
             device_model,
         }

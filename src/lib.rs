@@ -5,10 +5,10 @@
 //! Data flows one way:
 //!
 //! ```text
-//! MQTT / CLI ──► event::sanitize ──► store (writer thread, SQLite + hourly rollups)
-//!                                       │
-//!                                       ▼
-//!                                  aggregate ──► report / sensors / submission / API
+//! MQTT / Printernizer API / CLI ──► event::sanitize ──► store (writer thread, SQLite + hourly rollups)
+//!                                                        │
+//!                                                        ▼
+//!                                                   aggregate ──► report / sensors / submission / API
 //! ```
 //!
 //! * [`config`] — typed, layered configuration (defaults < file < add-on options < env).
@@ -16,17 +16,23 @@
 //! * [`store`] — SQLite schema, migrations, the single writer thread and read queries.
 //! * [`aggregate`] — `AggregatedStats` (the submission payload) and local statistics.
 //! * [`bridge`] — reads an unmodified Printernizer's REST API (its log, printers, jobs).
-//! * [`service`] — the façade the CLI (and later MQTT and HTTP) use: record, opt-in, report, export.
+//! * [`service`] — the façade the CLI, MQTT and HTTP use: record, opt-in, report, export.
+//! * [`app`] — `printernizer-stats run`: starts every task and stops them all on shutdown;
+//!   [`deployment`] says once whether it runs as the add-on.
 //!
-//! * [`aggregator`] — the aggregation server that receives the reports (SQLite or PostgreSQL).
+//! The aggregation server that receives the reports is its own program
+//! (`crates/aggregator`, binary `printernizer-stats-aggregator`); what both must agree on — the
+//! report's wire types, the vocabulary, time and the clock — is `printernizer-stats-shared`.
 //!
 //! See `docs/ARCHITECTURE.md` for the module map.
 
 pub mod aggregate;
-pub mod aggregator;
+pub mod app;
 pub mod bridge;
-pub mod clock;
+/// The clock lives in the shared crate (the aggregation server uses it too).
+pub use printernizer_stats_shared::clock;
 pub mod config;
+pub mod deployment;
 pub mod error;
 pub mod event;
 pub mod export;

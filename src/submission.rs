@@ -19,13 +19,11 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use rand::Rng;
-use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 use crate::aggregate::SCHEMA_VERSION;
-use crate::service::{LAST_REPORT_END, StatsService};
-use crate::store::rollup::{self, counters};
+use crate::service::StatsService;
+use crate::store::queue::{self, Attempt, QueuedReport as Pending};
 use crate::store::{fmt_ts, parse_ts, settings};
 use crate::{Error, Result};
 
@@ -38,23 +36,16 @@ pub const BACKOFF_START: Duration = Duration::minutes(1);
 /// Longest retry delay.
 pub const BACKOFF_MAX: Duration = Duration::hours(6);
 /// Delivery attempts kept in `usage_submission_log`.
-pub const LOG_KEEP: i64 = 100;
+pub use crate::store::queue::LOG_KEEP;
 
-/// The server's base URL: the endpoint without its last path segment
-/// (`https://stats.example/submit` → `https://stats.example`).
-pub fn server_base(endpoint: &str) -> String {
-    let trimmed = endpoint.trim().trim_end_matches('/');
-    match trimmed.rsplit_once('/') {
-        Some((base, _)) if base.contains("://") && !base.ends_with('/') => base.to_owned(),
-        _ => trimmed.to_owned(),
-    }
-}
+/// The server's base URL (moved to the configuration, which owns the endpoint).
+pub use crate::config::server_base;
 
 /// Runs the scheduler until `stop`: one check shortly after start, then every hour at this
 /// installation's own minute (an offset derived from its secret salt, so it is stable across
 /// restarts and a fleet does not submit at the same minute). Overdue reports go out at the
 /// next check.
-pub async fn run_scheduler(submitter: Submitter, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn run_scheduler(submitter: Submitter, stop: tokio_util::sync::CancellationToken) {
     let offset_s = u64::from_str_radix(&submitter.service.stable_tag("submission-offset"), 16)
         .unwrap_or(0)
         % 3600;
@@ -62,7 +53,7 @@ pub async fn run_scheduler(submitter: Submitter, mut stop: tokio::sync::watch::R
     loop {
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
         }
         match submitter.tick().await {
             Ok(outcome) => tracing::debug!(?outcome, "submission check"),
@@ -71,6 +62,16 @@ pub async fn run_scheduler(submitter: Submitter, mut stop: tokio::sync::watch::R
         let now = chrono::Utc::now().timestamp().rem_euclid(3600) as u64;
         delay =
             StdDuration::from_secs((offset_s + 3600 - now) % 3600).max(StdDuration::from_secs(60));
+    }
+}
+
+/// Opts out from any front end (the HA switch, the web page, the CLI): see
+/// [`StatsService::opt_out`]; with a submitter, the deletion request it queued is sent at
+/// once (the scheduler retries it if this fails).
+pub async fn opt_out(service: &StatsService, submitter: Option<&Submitter>) -> Result<()> {
+    match submitter {
+        Some(s) => s.opt_out().await,
+        None => service.opt_out().await,
     }
 }
 
@@ -89,21 +90,6 @@ pub enum TickOutcome {
     Retry(DateTime<Utc>, String),
     /// The server refused this report; waits for a configuration change.
     Blocked(String),
-}
-
-/// A queued report.
-#[derive(Debug, Clone)]
-struct Pending {
-    id: i64,
-    key: String,
-    url: String,
-    body: String,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    attempts: u32,
-    next_attempt_at: DateTime<Utc>,
-    blocked_fingerprint: Option<String>,
-    last_error: Option<String>,
 }
 
 /// A queued report, as the web page shows it.
@@ -131,6 +117,14 @@ pub struct Submitter {
 }
 
 impl Submitter {
+    /// A submitter when submission is configured (`submission.endpoint` set), else `None`.
+    pub fn configured(service: &StatsService) -> Result<Option<Self>> {
+        match service.settings().submission_endpoint() {
+            Some(_) => Self::new(service.clone()).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// A submitter for the service's configuration.
     pub fn new(service: StatsService) -> Result<Self> {
         let timeout = StdDuration::from_secs(service.settings().submission.timeout_s);
@@ -214,28 +208,16 @@ impl Submitter {
     /// were confirmed.
     pub async fn flush_deletions(&self, force: bool) -> Result<usize> {
         let now = self.service.store().clock().now();
-        let due: Vec<(i64, String, u32, DateTime<Utc>)> = self
-            .service
-            .store()
-            .read(|c| {
-                let mut stmt = c.prepare(
-                    "SELECT id, url, attempts, next_attempt_at FROM usage_submissions
-                     WHERE kind = 'deletion' ORDER BY id",
-                )?;
-                let rows = stmt.query_map([], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        parse_ts(&r.get::<_, String>(3)?).unwrap_or_default(),
-                    ))
-                })?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-            })
-            .await?;
+        let due = self.service.store().read(queue::deletions).await?;
         let mut confirmed = 0;
-        for (id, url, attempts, next) in due {
-            if !force && now < next {
+        for queue::QueuedDeletion {
+            id,
+            url,
+            attempts,
+            next_attempt_at,
+        } in due
+        {
+            if !force && now < next_attempt_at {
                 continue;
             }
             let result = self.with_api_key(self.client.delete(&url)).send().await;
@@ -244,10 +226,7 @@ impl Submitter {
             if done {
                 self.service
                     .store()
-                    .write(move |tx, _| {
-                        tx.execute("DELETE FROM usage_submissions WHERE id = ?1", [id])?;
-                        Ok(())
-                    })
+                    .write(move |tx, _| queue::remove(tx, id))
                     .await?;
                 tracing::info!("deletion request confirmed by the aggregation server");
                 confirmed += 1;
@@ -259,14 +238,7 @@ impl Submitter {
                 let next = now + self.backoff(attempts);
                 self.service
                     .store()
-                    .write(move |tx, _| {
-                        tx.execute(
-                            "UPDATE usage_submissions SET attempts = attempts + 1,
-                                next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
-                            params![id, fmt_ts(next), why],
-                        )?;
-                        Ok(())
-                    })
+                    .write(move |tx, _| queue::record_failure(tx, id, next, &why, None))
                     .await?;
                 tracing::warn!(retry_at = %fmt_ts(next), "deletion request not confirmed yet; will retry");
             }
@@ -319,13 +291,7 @@ impl Submitter {
             let id = pending.id;
             self.service
                 .store()
-                .write(move |tx, _| {
-                    tx.execute(
-                        "UPDATE usage_submissions SET attempts = 0 WHERE id = ?1",
-                        [id],
-                    )?;
-                    Ok(())
-                })
+                .write(move |tx, _| queue::reset_attempts(tx, id))
                 .await?;
             pending.attempts = 0;
         }
@@ -333,35 +299,7 @@ impl Submitter {
     }
 
     async fn pending(&self) -> Result<Option<Pending>> {
-        self.service
-            .store()
-            .read(|c| {
-                Ok(c.query_row(
-                    "SELECT id, idempotency_key, url, body, period_start, period_end, attempts,
-                            next_attempt_at, blocked_fingerprint, last_error
-                     FROM usage_submissions WHERE kind = 'report' ORDER BY id LIMIT 1",
-                    [],
-                    |r| {
-                        let ts = |i: usize| -> rusqlite::Result<DateTime<Utc>> {
-                            Ok(parse_ts(&r.get::<_, String>(i)?).unwrap_or_default())
-                        };
-                        Ok(Pending {
-                            id: r.get(0)?,
-                            key: r.get(1)?,
-                            url: r.get(2)?,
-                            body: r.get(3)?,
-                            start: ts(4)?,
-                            end: ts(5)?,
-                            attempts: r.get(6)?,
-                            next_attempt_at: ts(7)?,
-                            blocked_fingerprint: r.get(8)?,
-                            last_error: r.get(9)?,
-                        })
-                    },
-                )
-                .optional()?)
-            })
-            .await
+        self.service.store().read(queue::pending_report).await
     }
 
     /// Builds the report for the next period and persists it before any attempt.
@@ -380,35 +318,14 @@ impl Submitter {
             .submission_endpoint()
             .unwrap_or_default()
             .to_owned();
-        let key = Uuid::new_v4().to_string();
-        let (start, end) = (report.period.start, report.period.end);
-        let row = (key.clone(), url.clone(), body.clone());
-        let id = self
+        let period = (report.period.start, report.period.end);
+        let pending = self
             .service
             .store()
-            .write(move |tx, now| {
-                tx.execute(
-                    "INSERT INTO usage_submissions
-                        (kind, idempotency_key, url, body, period_start, period_end, next_attempt_at, created_at)
-                     VALUES ('report', ?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                    params![row.0, row.1, row.2, fmt_ts(start), fmt_ts(end), fmt_ts(now)],
-                )?;
-                Ok(tx.last_insert_rowid())
-            })
+            .write(move |tx, now| queue::enqueue_report(tx, &url, &body, period, now))
             .await?;
-        tracing::info!(period_start = %fmt_ts(start), period_end = %fmt_ts(end), "report built and queued");
-        Ok(Pending {
-            id,
-            key,
-            url,
-            body,
-            start,
-            end,
-            attempts: 0,
-            next_attempt_at: end,
-            blocked_fingerprint: None,
-            last_error: None,
-        })
+        tracing::info!(period_start = %fmt_ts(period.0), period_end = %fmt_ts(period.1), "report built and queued");
+        Ok(pending)
     }
 
     async fn send(&self, pending: Pending, now: DateTime<Utc>) -> Result<TickOutcome> {
@@ -481,12 +398,7 @@ impl Submitter {
         self.service
             .store()
             .write(move |tx, _| {
-                tx.execute(
-                    "UPDATE usage_submissions SET attempts = attempts + 1, next_attempt_at = ?2,
-                        last_error = ?3, blocked_fingerprint = ?4 WHERE id = ?1",
-                    params![id, fmt_ts(next), reason2, fingerprint],
-                )?;
-                Ok(())
+                queue::record_failure(tx, id, next, &reason2, fingerprint.as_deref())
             })
             .await?;
         if blocked {
@@ -508,28 +420,19 @@ impl Submitter {
         outcome: &'static str,
         detail: Option<&str>,
     ) {
-        let row = (
-            fmt_ts(now),
-            fmt_ts(pending.start),
-            fmt_ts(pending.end),
-            http_status,
-            detail.map(|d| d.chars().take(200).collect::<String>()),
-        );
+        let (period, detail) = ((pending.start, pending.end), detail.map(str::to_owned));
         let written = self
             .service
             .store()
             .write(move |tx, _| {
-                tx.execute(
-                    "INSERT INTO usage_submission_log
-                        (attempted_at, period_start, period_end, http_status, outcome, detail)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![row.0, row.1, row.2, row.3, outcome, row.4],
-                )?;
-                tx.execute(
-                    "DELETE FROM usage_submission_log WHERE id <= (SELECT max(id) FROM usage_submission_log) - ?1",
-                    [LOG_KEEP],
-                )?;
-                Ok(())
+                let attempt = Attempt {
+                    at: now,
+                    period,
+                    http_status,
+                    outcome,
+                    detail: detail.as_deref(),
+                };
+                queue::log_attempt(tx, &attempt)
             })
             .await;
         if let Err(e) = written {
@@ -548,31 +451,10 @@ impl Submitter {
     }
 
     async fn accepted(&self, pending: &Pending, now: DateTime<Utc>) -> Result<()> {
-        let (id, end) = (pending.id, fmt_ts(pending.end));
+        let (id, end) = (pending.id, pending.end);
         self.service
             .store()
-            .write(move |tx, _| {
-                // Everything before the report's end is done with: in it, or older than the
-                // first report and never to be reported (no longer "pending").
-                let marked = tx.execute(
-                    "UPDATE usage_events SET submitted = 1 WHERE submitted = 0 AND timestamp < ?1",
-                    params![end],
-                )?;
-                rollup::add_counter(tx, counters::EVENTS_PENDING, -(marked as i64))?;
-                let count: u64 = settings::get(tx, settings::SUBMISSION_COUNT)?
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                settings::set(
-                    tx,
-                    settings::SUBMISSION_COUNT,
-                    &(count + 1).to_string(),
-                    now,
-                )?;
-                settings::set(tx, settings::LAST_SUBMISSION_DATE, &fmt_ts(now), now)?;
-                settings::set(tx, LAST_REPORT_END, &end, now)?;
-                tx.execute("DELETE FROM usage_submissions WHERE id = ?1", [id])?;
-                Ok(())
-            })
+            .write(move |tx, _| queue::accept(tx, id, end, now))
             .await
     }
 

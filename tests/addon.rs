@@ -2,10 +2,7 @@
 //! images and packaging files — and the binary in add-on mode against a Supervisor stand-in
 //! (a local HTTP server), a password-protected mosquitto and a flat `/data/options.json`.
 
-#[path = "common/child.rs"]
-mod child;
-#[path = "common/mqtt.rs"]
-mod support;
+use printernizer_stats_test_support::mqtt as support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -2,12 +2,9 @@
 //! Printernizer 2.42: the recorded scenario replayed step by step, restarts, outages,
 //! failures, Printernizer's own sharing, and that nothing personal is stored.
 
-#[path = "common/child.rs"]
-mod child;
-#[path = "common/printernizer.rs"]
-mod printernizer;
-#[path = "common/mqtt.rs"]
-mod support;
+use printernizer_stats_test_support::child;
+use printernizer_stats_test_support::mqtt as support;
+use printernizer_stats_test_support::printernizer;
 
 use std::path::Path;
 use std::process::Command;

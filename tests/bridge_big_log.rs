@@ -2,12 +2,9 @@
 //! with a small peak RSS, and a SIGKILL of `run` half-way through loses nothing and doubles
 //! nothing. (Its own test binary, so the child's peak RSS is all that is measured.)
 
-#[path = "common/child.rs"]
-mod child;
-#[path = "common/printernizer.rs"]
-mod printernizer;
-#[path = "common/mqtt.rs"]
-mod support;
+use printernizer_stats_test_support::child;
+use printernizer_stats_test_support::mqtt as support;
+use printernizer_stats_test_support::printernizer;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

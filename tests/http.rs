@@ -1,13 +1,9 @@
 //! The local API over real HTTP: the router on a random port over a real SQLite file, a manual
 //! clock, and — for "submit now" — the real aggregation server in the same process.
 
-#[path = "common/aggregator.rs"]
-mod agg;
-#[path = "common/child.rs"]
-mod child;
+use printernizer_stats_test_support::aggregator as agg;
 mod common;
-#[path = "common/mqtt.rs"]
-mod mqtt_support;
+use printernizer_stats_test_support::mqtt as mqtt_support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

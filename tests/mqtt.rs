@@ -1,10 +1,7 @@
 //! `run` as a real MQTT citizen, against a private mosquitto: ingest, discovery, the opt-in
 //! switch, reconnects, crashes, poison and garbage.
 
-#[path = "common/child.rs"]
-mod child;
-#[path = "common/mqtt.rs"]
-mod support;
+use printernizer_stats_test_support::mqtt as support;
 
 use std::time::Duration;
 

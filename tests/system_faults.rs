@@ -2,10 +2,7 @@
 //! Sizes are small by default; `PRINTERNIZER_STATS_SYSTEM_EVENTS` sets the storm's event count
 //! for the long version (e.g. 200000). Figures go to docs/RELIABILITY.md.
 
-#[path = "common/child.rs"]
-mod child;
-#[path = "common/mqtt.rs"]
-mod support;
+use printernizer_stats_test_support::mqtt as support;
 
 use std::path::Path;
 use std::process::Command;

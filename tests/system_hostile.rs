@@ -5,12 +5,8 @@
 //! `PRINTERNIZER_STATS_SYSTEM_HOSTILE` sets the MQTT count (default 20000; 100000 for the long
 //! version); the server gets a tenth of it.
 
-#[path = "common/aggregator.rs"]
-mod agg;
-#[path = "common/child.rs"]
-mod child;
-#[path = "common/mqtt.rs"]
-mod support;
+use printernizer_stats_test_support::aggregator as agg;
+use printernizer_stats_test_support::mqtt as support;
 
 use std::time::Duration;
 

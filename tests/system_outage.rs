@@ -3,10 +3,7 @@
 //! server on SQLite. Scenario 2 (server outage) and 6 (privacy on the wire) of
 //! docs/RELIABILITY.md.
 
-#[path = "common/aggregator.rs"]
-mod agg;
-#[path = "common/child.rs"]
-mod child;
+use printernizer_stats_test_support::aggregator as agg;
 mod common;
 
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -19,7 +19,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::io::Read;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -72,14 +72,7 @@ pub(crate) enum Mapped {
 
 /// Parses a Printernizer timestamp: RFC 3339, or naive ISO 8601 (`T` or a space) as UTC.
 pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    let s = s.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
-    }
-    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-        .map(|n| n.and_utc())
+    printernizer_stats_shared::time::parse_lenient(s)
 }
 
 /// Maps one export entry (see the module docs). `cutoff`: the oldest time still kept.

@@ -37,8 +37,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use self::client::{Client, FetchError};
 use self::export::{ExportError, Flow, Mapped, Skip};
@@ -86,8 +87,7 @@ impl BridgeError {
 /// always off with `printernizer.enabled = false`.
 pub async fn resolve_url(
     service: &StatsService,
-    supervisor_url: &str,
-    supervisor_token: Option<&str>,
+    supervisor: Option<&crate::deployment::Supervisor>,
 ) -> Option<String> {
     if !service.settings().printernizer.enabled {
         return None;
@@ -95,17 +95,17 @@ pub async fn resolve_url(
     if let Some(url) = service.settings().printernizer.url() {
         return Some(url.to_owned());
     }
-    let token = supervisor_token.filter(|t| !t.is_empty())?;
-    let (url, how) = locate::printernizer_url(supervisor_url, token).await;
+    let sv = supervisor?;
+    let (url, how) = locate::printernizer_url(&sv.url, &sv.token).await;
     tracing::info!(%url, "Printernizer bridge: {how}");
     Some(url)
 }
 
-/// Starts the bridge task against `url`; it stops when `stop` turns true.
+/// Starts the bridge task against `url`; it stops when `stop` is cancelled.
 pub fn spawn(
     service: StatsService,
     url: &str,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> crate::Result<JoinHandle<()>> {
     let settings = &service.settings().printernizer;
     let client = Client::new(url, Duration::from_secs(settings.timeout_s))
@@ -182,7 +182,7 @@ impl Bridge {
         self.now() - chrono::Duration::days(i64::from(self.service.settings().retention.days))
     }
 
-    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    async fn run(mut self, stop: CancellationToken) {
         let cutoff = self.cutoff();
         if let Err(e) = self
             .service
@@ -195,7 +195,7 @@ impl Bridge {
         loop {
             let outcome = tokio::select! {
                 outcome = self.cycle() => outcome,
-                _ = stop.changed() => return,
+                () = stop.cancelled() => return,
             };
             let delay = match outcome {
                 Ok(()) => {
@@ -212,7 +212,7 @@ impl Bridge {
             };
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                _ = stop.changed() => return,
+                () = stop.cancelled() => return,
             }
         }
     }

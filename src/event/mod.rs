@@ -4,7 +4,8 @@
 //! [`UsageEvent`] or a [`RejectReason`]. Nothing else creates stored events.
 
 mod sanitize;
-pub mod vocab;
+/// The fixed vocabulary, shared with the aggregation server (it validates with the same words).
+pub use printernizer_stats_shared::vocab;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

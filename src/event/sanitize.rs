@@ -191,14 +191,8 @@ impl Sanitizer {
     fn plausible_time(&self, ts: Option<&str>, received_at: DateTime<Utc>) -> DateTime<Utc> {
         let Some(ts) = ts else { return received_at };
         // RFC 3339, or a naive ISO 8601 time (Python's `datetime.utcnow().isoformat()`) as UTC.
-        let parsed = DateTime::parse_from_rfc3339(ts.trim())
-            .map(|t| t.with_timezone(&Utc))
-            .or_else(|_| {
-                chrono::NaiveDateTime::parse_from_str(ts.trim(), "%Y-%m-%dT%H:%M:%S%.f")
-                    .map(|n| n.and_utc())
-            });
-        match parsed {
-            Ok(t) => {
+        match printernizer_stats_shared::time::parse_lenient(ts) {
+            Some(t) => {
                 if t > received_at + MAX_TIMESTAMP_SKEW || t < received_at - self.retention {
                     tracing::debug!(
                         timestamp = %t,
@@ -209,7 +203,7 @@ impl Sanitizer {
                     t
                 }
             }
-            Err(_) => {
+            None => {
                 tracing::debug!("event timestamp is not RFC 3339; using the receive time");
                 received_at
             }

@@ -192,10 +192,7 @@ async fn opt_in(State(s): AppState) -> Response {
 }
 
 async fn opt_out(State(s): AppState) -> Response {
-    let result = match &s.submitter {
-        Some(sub) => sub.opt_out().await,
-        None => s.service.opt_out().await,
-    };
+    let result = crate::submission::opt_out(&s.service, s.submitter.as_ref()).await;
     match result {
         Ok(()) => Json(json!({
             "success": true,

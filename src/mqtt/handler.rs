@@ -389,10 +389,8 @@ async fn route(shared: &Arc<Shared>, publish: Publish, acks: &mpsc::UnboundedSen
                 }
             }
             b"OFF" => {
-                let result = match &shared.submitter {
-                    Some(s) => s.opt_out().await,
-                    None => shared.service.opt_out().await,
-                };
+                let result =
+                    crate::submission::opt_out(&shared.service, shared.submitter.as_ref()).await;
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "opt-out from Home Assistant failed");
                 }

@@ -74,8 +74,7 @@ impl std::fmt::Debug for BrokerConfig {
 /// else `127.0.0.1`.
 pub async fn resolve_broker(
     mqtt: &MqttSettings,
-    supervisor_token: Option<&str>,
-    supervisor_url: &str,
+    supervisor: Option<&crate::deployment::Supervisor>,
     default_client_id: String,
 ) -> Result<BrokerConfig> {
     let mut host = mqtt.host.clone().filter(|h| !h.trim().is_empty());
@@ -87,9 +86,9 @@ pub async fn resolve_broker(
         .filter(|u| !u.is_empty())
         .map(|u| (u, mqtt.password.clone().unwrap_or_default()));
     if host.is_none()
-        && let Some(token) = supervisor_token.filter(|t| !t.is_empty())
+        && let Some(sv) = supervisor
     {
-        let service = supervisor::wait_for(supervisor_url, token).await;
+        let service = supervisor::wait_for(&sv.url, &sv.token).await;
         tracing::info!(host = %service.host, port = service.port, "using the MQTT broker from the Supervisor");
         host = Some(service.host);
         port = port.or(Some(service.port));

@@ -10,10 +10,6 @@ use serde::Deserialize;
 
 use crate::{Error, Result};
 
-/// Environment variable overriding the Supervisor's base URL (tests serve JSON locally).
-pub const SUPERVISOR_URL_ENV: &str = "PRINTERNIZER_STATS_SUPERVISOR_URL";
-/// The Supervisor's base URL inside an add-on.
-pub const DEFAULT_SUPERVISOR_URL: &str = "http://supervisor";
 
 /// Broker coordinates from the Supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]

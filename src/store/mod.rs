@@ -15,6 +15,7 @@
 //! (`2026-11-20T12:00:00.000000Z`), so text order is time order.
 
 pub mod migrations;
+pub mod queue;
 pub mod rollup;
 pub mod settings;
 mod writer;
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -46,33 +47,8 @@ pub const WRITER_CACHE_KIB: i64 = 16 * 1024;
 /// Idle read connections kept for reuse.
 const READER_POOL: usize = 4;
 
-/// Formats a timestamp the way the store keeps it.
-pub fn fmt_ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-/// Parses a stored timestamp.
-pub fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-/// The start of the UTC hour containing `t`.
-pub fn hour_floor(t: DateTime<Utc>) -> DateTime<Utc> {
-    let secs = t.timestamp();
-    DateTime::from_timestamp(secs - secs.rem_euclid(3600), 0).unwrap_or(t)
-}
-
-/// The first whole hour at or after `t`.
-pub fn hour_ceil(t: DateTime<Utc>) -> DateTime<Utc> {
-    let floor = hour_floor(t);
-    if floor == t {
-        t
-    } else {
-        floor + Duration::hours(1)
-    }
-}
+/// Timestamps: the shared crate's format (fixed-width RFC 3339, microseconds, `Z`) and hours.
+pub use printernizer_stats_shared::time::{fmt_ts, hour_ceil, hour_floor, parse_ts};
 
 /// Turns SQLite's terse open failures into one line that says what to do. The file is never
 /// touched on the way: a damaged database stays for the user to inspect or restore.
@@ -319,10 +295,10 @@ impl Store {
             let n: i64 = tx.query_row("SELECT count(*) FROM usage_events", [], |r| r.get(0))?;
             tx.execute_batch(
                 "DELETE FROM usage_events; DELETE FROM usage_aggregates;
-                 DELETE FROM usage_fleet; DELETE FROM usage_counters;
-                 DELETE FROM usage_submissions WHERE kind = 'report';
-                 DELETE FROM usage_submission_log;",
+                 DELETE FROM usage_fleet; DELETE FROM usage_counters;",
             )?;
+            queue::drop_reports(tx)?;
+            queue::clear_log(tx)?;
             Ok(n.max(0) as u64)
         })
         .await

@@ -92,14 +92,11 @@ fn flush(
 /// end), so such an event is stored with its receive time instead: counted once, in the next
 /// report.
 fn frozen_until(conn: &Connection) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
-    let value: Option<String> = conn
-        .prepare_cached(
-            "SELECT max(v) FROM (
-                SELECT value AS v FROM usage_settings WHERE key = ?1
-                UNION ALL SELECT period_end FROM usage_submissions WHERE kind = 'report')",
-        )?
-        .query_row([super::settings::LAST_REPORT_END], |r| r.get(0))?;
-    Ok(value.as_deref().and_then(super::parse_ts))
+    let accepted = super::settings::get(conn, super::settings::LAST_REPORT_END)?;
+    let queued = super::queue::queued_period_end(conn)?;
+    // Both are stored as fixed-width RFC 3339: text order is time order.
+    let newest = accepted.into_iter().chain(queued).max();
+    Ok(newest.as_deref().and_then(super::parse_ts))
 }
 
 fn insert_batch(

@@ -10,14 +10,14 @@ use printernizer_stats::service::{Environment, StatsService};
 use tempfile::TempDir;
 
 /// A service on a throw-away database; keep the `TempDir` alive as long as the service.
-pub struct TestService {
-    pub service: StatsService,
-    pub clock: ManualClock,
-    pub dir: TempDir,
+pub(crate) struct TestService {
+    pub(crate) service: StatsService,
+    pub(crate) clock: ManualClock,
+    pub(crate) dir: TempDir,
 }
 
 /// Records one event with a producer timestamp, waiting for the commit.
-pub async fn record_at(ts: &TestService, kind: &str, at: &str, meta: serde_json::Value) {
+pub(crate) async fn record_at(ts: &TestService, kind: &str, at: &str, meta: serde_json::Value) {
     let mut raw = printernizer_stats::event::RawEvent::new(kind, meta);
     raw.timestamp = Some(at.into());
     ts.service.record(&raw).await.expect("stored");
@@ -25,27 +25,31 @@ pub async fn record_at(ts: &TestService, kind: &str, at: &str, meta: serde_json:
 
 impl TestService {
     /// The manual clock's time plus `by`, as RFC 3339.
-    pub fn clock_now_plus(&self, by: chrono::Duration) -> String {
+    pub(crate) fn clock_now_plus(&self, by: chrono::Duration) -> String {
         use printernizer_stats::clock::Clock;
         (self.clock.now() + by).to_rfc3339()
     }
 }
 
-pub fn t(s: &str) -> DateTime<Utc> {
+pub(crate) fn t(s: &str) -> DateTime<Utc> {
     s.parse().expect("valid RFC 3339 time")
 }
 
-pub fn settings_in(dir: &TempDir) -> Settings {
+pub(crate) fn settings_in(dir: &TempDir) -> Settings {
     let mut settings = Settings::defaults(false);
     settings.database.path = dir.path().join("stats.db");
     settings
 }
 
-pub fn open_at(now: &str) -> TestService {
+pub(crate) fn open_at(now: &str) -> TestService {
     open_with(now, Environment::default(), |_| {})
 }
 
-pub fn open_with(now: &str, env: Environment, tweak: impl FnOnce(&mut Settings)) -> TestService {
+pub(crate) fn open_with(
+    now: &str,
+    env: Environment,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestService {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = settings_in(&dir);
     tweak(&mut settings);

@@ -1,0 +1,288 @@
+//! The HTTP API, compatible with upstream's FastAPI service.
+//!
+//! | route | |
+//! |---|---|
+//! | `POST /submit` | validate → 422 field errors; > `max_body_bytes` → 413; duplicate → 200 with the original id; over the limit → 429 + `Retry-After` |
+//! | `DELETE /installation/{id}` | every submission and the rate-limit row of `id`; `deleted_count` may be 0 (deletion is idempotent) |
+//! | `GET /health` | `{"status":"healthy","database":"ok",…}`, 503 when the database does not answer; never needs a key |
+//! | `GET /stats/summary` | `{total_submissions, unique_installations, latest_submission_at, timestamp}` |
+//! | `GET /stats/overview?weeks=N` | see [`super::overview`] |
+//!
+//! Errors are JSON `{"detail": …}` like FastAPI's. When API keys are configured, every route but
+//! `/health` needs a valid `X-API-Key` (401 otherwise). Nothing here reads or logs the peer's
+//! address, and request bodies are never logged.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use chrono::{Duration, SecondsFormat, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tower_http::catch_panic::CatchPanicLayer;
+use uuid::Uuid;
+
+use crate::App;
+use crate::overview::OverviewBuilder;
+use crate::store::{SubmissionStore, SubmitOutcome};
+use crate::submission;
+
+/// Default `/stats/overview` window.
+pub const DEFAULT_WEEKS: u32 = 12;
+/// Longest `/stats/overview` window (the default retention).
+pub const MAX_WEEKS: u32 = 104;
+
+fn detail(status: StatusCode, detail: impl Into<serde_json::Value>) -> Response {
+    (status, Json(json!({ "detail": detail.into() }))).into_response()
+}
+
+/// A store failure: logged once, answered with 503 (clients retry later).
+fn unavailable(what: &str, e: &crate::Error) -> Response {
+    tracing::error!("aggregator: {what} failed: {e}");
+    detail(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The statistics database is unavailable; try again later",
+    )
+}
+
+/// The API router over `app`.
+pub fn router<S: SubmissionStore>(app: Arc<App<S>>) -> Router {
+    let protected = Router::new()
+        .route(
+            "/submit",
+            post(submit::<S>).layer(DefaultBodyLimit::max(app.max_body_bytes)),
+        )
+        .route(
+            "/installation/{installation_id}",
+            delete(delete_installation::<S>),
+        )
+        .route("/stats/summary", get(summary::<S>))
+        .route("/stats/overview", get(overview::<S>))
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            require_key::<S>,
+        ));
+    Router::new()
+        .route("/health", get(health::<S>))
+        .merge(protected)
+        .fallback(|| async { detail(StatusCode::NOT_FOUND, "Not Found") })
+        .method_not_allowed_fallback(|| async {
+            detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+        })
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("aggregator: a request handler panicked");
+            detail(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+        }))
+        .with_state(app)
+}
+
+/// SHA-256 of a key: keys are compared as digests, so comparison time does not depend on how
+/// many leading characters of a guess are right.
+pub(super) fn key_digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+async fn require_key<S: SubmissionStore>(
+    State(app): State<Arc<App<S>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if app.api_keys.is_empty() {
+        return next.run(request).await;
+    }
+    let given = request
+        .headers()
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(key_digest);
+    match given {
+        Some(d) if app.api_keys.contains(&d) => next.run(request).await,
+        Some(_) => detail(StatusCode::UNAUTHORIZED, "Invalid API key"),
+        None => detail(
+            StatusCode::UNAUTHORIZED,
+            "Missing API key (X-API-Key header)",
+        ),
+    }
+}
+
+async fn submit<S: SubmissionStore>(
+    State(app): State<Arc<App<S>>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            app.metrics.rejected();
+            return detail(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Request body is larger than {} bytes", app.max_body_bytes),
+            );
+        }
+        Err(rejection) => {
+            app.metrics.rejected();
+            return detail(rejection.status(), rejection.body_text());
+        }
+    };
+    let key = match headers.get("idempotency-key").map(HeaderValue::to_str) {
+        None => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err(_)) => {
+            app.metrics.rejected();
+            return detail(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!([{"loc": ["header", "Idempotency-Key"],
+                        "msg": "must be visible ASCII", "type": "value_error"}]),
+            );
+        }
+    };
+    let now = app.clock.now();
+    let s = match submission::parse(&body, key, now) {
+        Ok(s) => s,
+        Err(errors) => {
+            app.metrics.rejected();
+            tracing::debug!(
+                "aggregator: submission rejected ({} field errors)",
+                errors.len()
+            );
+            return detail(StatusCode::UNPROCESSABLE_ENTITY, json!(errors));
+        }
+    };
+    match app.store.submit(s, now, app.rate_limit).await {
+        Ok(SubmitOutcome::Created(id)) => {
+            app.metrics.accepted();
+            tracing::debug!("aggregator: stored submission {id}");
+            Json(json!({
+                "status": "success",
+                "submission_id": id,
+                "message": "Statistics received. Thank you for sharing!",
+            }))
+            .into_response()
+        }
+        Ok(SubmitOutcome::Duplicate(id)) => {
+            app.metrics.duplicate();
+            Json(json!({
+                "status": "success",
+                "submission_id": id,
+                "message": "Statistics already received (duplicate ignored)",
+            }))
+            .into_response()
+        }
+        Ok(SubmitOutcome::RateLimited { retry_after_s }) => {
+            app.metrics.rate_limited();
+            let mut r = detail(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "Rate limit exceeded: at most {} submission(s) per installation per hour",
+                    app.rate_limit.max
+                ),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+            r
+        }
+        Err(e) => unavailable("storing a submission", &e),
+    }
+}
+
+async fn delete_installation<S: SubmissionStore>(
+    State(app): State<Arc<App<S>>>,
+    Path(installation_id): Path<String>,
+) -> Response {
+    let Ok(id) = Uuid::try_parse(&installation_id) else {
+        return detail(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!([{"loc": ["path", "installation_id"],
+                    "msg": "must be a UUID", "type": "value_error"}]),
+        );
+    };
+    match app.store.delete_installation(id).await {
+        Ok(n) => {
+            tracing::info!("aggregator: deleted {n} submission(s) on an installation's request");
+            Json(json!({
+                "status": "success",
+                "deleted_count": n,
+                "message": format!("Deleted {n} submission(s) of this installation"),
+            }))
+            .into_response()
+        }
+        Err(e) => unavailable("deleting an installation", &e),
+    }
+}
+
+async fn health<S: SubmissionStore>(State(app): State<Arc<App<S>>>) -> Response {
+    let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+    match app.store.health().await {
+        Ok(()) => Json(json!({
+            "status": "healthy",
+            "database": "ok",
+            "backend": app.backend,
+            "version": env!("CARGO_PKG_VERSION"),
+            "counters": app.metrics.snapshot(),
+            "timestamp": timestamp,
+        }))
+        .into_response(),
+        Err(e) => {
+            tracing::warn!("aggregator: health check: database unreachable: {e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({
+                    "status": "unhealthy",
+                    "database": "unreachable",
+                    "backend": app.backend,
+                    "timestamp": timestamp,
+                })),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn summary<S: SubmissionStore>(State(app): State<Arc<App<S>>>) -> Response {
+    match app.store.summary().await {
+        Ok(s) => Json(json!({
+            "total_submissions": s.total_submissions,
+            "unique_installations": s.unique_installations,
+            "latest_submission_at": s.latest_submission_at
+                .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+        }))
+        .into_response(),
+        Err(e) => unavailable("reading the summary", &e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct OverviewQuery {
+    weeks: Option<String>,
+}
+
+async fn overview<S: SubmissionStore>(
+    State(app): State<Arc<App<S>>>,
+    Query(q): Query<OverviewQuery>,
+) -> Response {
+    let weeks = match q.weeks.as_deref().map(str::parse::<u32>) {
+        None => DEFAULT_WEEKS,
+        Some(Ok(w)) if (1..=MAX_WEEKS).contains(&w) => w,
+        Some(_) => {
+            return detail(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!([{"loc": ["query", "weeks"],
+                        "msg": format!("must be a whole number from 1 to {MAX_WEEKS}"),
+                        "type": "value_error"}]),
+            );
+        }
+    };
+    let since = app.clock.now() - Duration::weeks(i64::from(weeks));
+    match app.store.overview(since, OverviewBuilder::new()).await {
+        Ok(b) => Json(b.finish(since, weeks, app.k_anonymity)).into_response(),
+        Err(e) => unavailable("building the overview", &e),
+    }
+}

@@ -1,0 +1,262 @@
+//! The aggregation server's configuration: the `[aggregator]` section and `log_level`.
+//!
+//! The keys are the ones `printernizer-stats aggregator` read before the server became its own
+//! program, so existing files and environments keep working. Layers, later wins:
+//! 1. built-in defaults ([`AggregatorSettings::default`]);
+//! 2. `--config FILE` (TOML or JSON, by extension; TOML when unsure) — the file may be shared
+//!    with the add-on: its other sections are ignored here;
+//! 3. environment variables `PRINTERNIZER_STATS__AGGREGATOR__<KEY>` and
+//!    `PRINTERNIZER_STATS__LOG_LEVEL`;
+//! 4. the command line (`--bind`, `--database-url`), applied by the binary.
+//!
+//! Unknown keys inside `[aggregator]` and invalid values are errors that name the key.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat};
+use printernizer_stats_shared::log_level::LogLevel;
+use serde::{Deserialize, Serialize};
+
+use crate::store::DatabaseUrl;
+use crate::{Error, Result};
+
+/// Environment variable prefix (`PRINTERNIZER_STATS__AGGREGATOR__KEY`), the add-on's.
+pub const ENV_PREFIX: &str = "PRINTERNIZER_STATS";
+
+/// What the server reads from a (possibly shared) configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Log verbosity (the same top-level key as the add-on's).
+    pub log_level: LogLevel,
+    /// `[aggregator]`.
+    pub aggregator: AggregatorSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            log_level: LogLevel::Info,
+            aggregator: AggregatorSettings::default(),
+        }
+    }
+}
+
+/// `[aggregator]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregatorSettings {
+    /// Listen address.
+    pub bind: String,
+    /// `sqlite://relative/path.db`, `sqlite:///absolute/path.db` or `postgres://…`.
+    pub database_url: String,
+    /// Accepted `X-API-Key` values; empty = no key required. As an environment variable:
+    /// comma-separated (`PRINTERNIZER_STATS__AGGREGATOR__API_KEYS=k1,k2`).
+    pub api_keys: Vec<String>,
+    /// Accepted submissions per installation and hour (1–1000).
+    pub rate_limit_per_hour: u32,
+    /// Largest accepted request body (1 KiB – 16 MiB).
+    pub max_body_bytes: usize,
+    /// Submissions older than this many days are deleted (1–3650).
+    pub retention_days: u32,
+    /// `/stats/overview` folds every bucket with fewer installations into `other` (1–1000).
+    pub k_anonymity: u32,
+}
+
+impl Default for AggregatorSettings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            database_url: "sqlite://aggregator.db".into(),
+            api_keys: Vec::new(),
+            rate_limit_per_hour: 1,
+            max_body_bytes: 64 * 1024,
+            retention_days: 730,
+            k_anonymity: 5,
+        }
+    }
+}
+
+impl AggregatorSettings {
+    /// The configured API keys without blanks (an empty environment value means "none").
+    pub fn api_keys(&self) -> Vec<String> {
+        self.api_keys
+            .iter()
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .collect()
+    }
+
+    /// Checks every value's range; the error names the key.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, msg: String| Err(Error::Config(format!("`{key}`: {msg}")));
+        if self.bind.parse::<std::net::SocketAddr>().is_err() {
+            return bad(
+                "aggregator.bind",
+                format!("`{}` is not an address like 127.0.0.1:8080", self.bind),
+            );
+        }
+        if let Err(e) = DatabaseUrl::parse(&self.database_url) {
+            return bad("aggregator.database_url", e);
+        }
+        for (key, value, range) in [
+            (
+                "aggregator.rate_limit_per_hour",
+                self.rate_limit_per_hour as usize,
+                1..=1000,
+            ),
+            (
+                "aggregator.max_body_bytes",
+                self.max_body_bytes,
+                1024..=16 * 1024 * 1024,
+            ),
+            (
+                "aggregator.retention_days",
+                self.retention_days as usize,
+                1..=3650,
+            ),
+            (
+                "aggregator.k_anonymity",
+                self.k_anonymity as usize,
+                1..=1000,
+            ),
+        ] {
+            if !range.contains(&value) {
+                return bad(
+                    key,
+                    format!("{value} is out of range {}–{}", range.start(), range.end()),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds [`Settings`] from explicit inputs (the environment is a map, so tests need not touch
+/// the process environment).
+#[derive(Debug, Clone, Default)]
+pub struct Loader {
+    /// `--config FILE`.
+    pub config_file: Option<PathBuf>,
+    /// The environment variables to read.
+    pub env: HashMap<String, String>,
+}
+
+impl Settings {
+    /// Loads the configuration from `config_file` and the process environment.
+    pub fn load(config_file: Option<&Path>) -> Result<Self> {
+        Loader {
+            config_file: config_file.map(Path::to_path_buf),
+            env: std::env::vars().collect(),
+        }
+        .load()
+    }
+}
+
+impl Loader {
+    /// Merges the layers and deserializes; [`AggregatorSettings::validate`] is left to the
+    /// caller, which may still apply command-line overrides.
+    pub fn load(&self) -> Result<Settings> {
+        let defaults =
+            Config::try_from(&Settings::default()).map_err(|e| Error::Config(e.to_string()))?;
+        let mut builder = Config::builder().add_source(defaults);
+        if let Some(path) = &self.config_file {
+            if !path.is_file() {
+                return Err(Error::Config(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            let format = match path.extension().and_then(|e| e.to_str()) {
+                Some("json") => FileFormat::Json,
+                _ => FileFormat::Toml,
+            };
+            builder = builder.add_source(File::from(path.as_path()).format(format));
+        }
+        builder = builder.add_source(
+            Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("aggregator.api_keys")
+                .source(Some(self.env.clone().into_iter().collect())),
+        );
+        builder
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(|e| Error::Config(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loader(env: &[(&str, &str)]) -> Loader {
+        Loader {
+            config_file: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn load(env: &[(&str, &str)]) -> Result<Settings> {
+        let s = loader(env).load()?;
+        s.aggregator.validate()?;
+        Ok(s)
+    }
+
+    #[test]
+    fn aggregator_keys_from_the_environment() {
+        let s = load(&[
+            ("PRINTERNIZER_STATS__AGGREGATOR__API_KEYS", "k1,k2"),
+            ("PRINTERNIZER_STATS__AGGREGATOR__RATE_LIMIT_PER_HOUR", "3"),
+            (
+                "PRINTERNIZER_STATS__AGGREGATOR__DATABASE_URL",
+                "postgres://u@127.0.0.1/agg",
+            ),
+        ])
+        .expect("loads");
+        assert_eq!(s.aggregator.api_keys(), ["k1", "k2"]);
+        assert_eq!(s.aggregator.rate_limit_per_hour, 3);
+        let s = load(&[("PRINTERNIZER_STATS__AGGREGATOR__API_KEYS", "")]).expect("loads");
+        assert!(s.aggregator.api_keys().is_empty());
+        let err = |env: &[(&str, &str)]| load(env).expect_err("must fail").to_string();
+        assert!(
+            err(&[("PRINTERNIZER_STATS__AGGREGATOR__DATABASE_URL", "mysql://x")])
+                .contains("aggregator.database_url")
+        );
+        assert!(
+            err(&[("PRINTERNIZER_STATS__AGGREGATOR__BIND", "localhost")])
+                .contains("aggregator.bind")
+        );
+        assert!(
+            err(&[("PRINTERNIZER_STATS__AGGREGATOR__K_ANONYMITY", "0")])
+                .contains("aggregator.k_anonymity")
+        );
+        assert!(
+            err(&[("PRINTERNIZER_STATS__AGGREGATOR__RATE_LIMT", "3")]).contains("rate_limt"),
+            "a misspelt key inside [aggregator] is an error"
+        );
+    }
+
+    #[test]
+    fn a_file_shared_with_the_add_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("shared.toml");
+        std::fs::write(
+            &file,
+            "log_level = \"debug\"\n[retention]\ndays = 30\n[aggregator]\nk_anonymity = 3\n",
+        )
+        .expect("write");
+        let mut l = loader(&[("PRINTERNIZER_STATS__DATABASE__PATH", "/tmp/x.db")]);
+        l.config_file = Some(file);
+        let s = l.load().expect("the add-on's sections are ignored");
+        assert_eq!(s.log_level, LogLevel::Debug);
+        assert_eq!(s.aggregator.k_anonymity, 3);
+        assert_eq!(s.aggregator.bind, "127.0.0.1:8080");
+    }
+}

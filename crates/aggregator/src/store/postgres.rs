@@ -1,0 +1,366 @@
+//! The PostgreSQL backend, for several server replicas behind a load balancer.
+//!
+//! tokio-postgres with a deadpool pool (all I/O async, nothing blocks the runtime). The rules
+//! are the SQLite backend's (see the parent module); what makes them hold across processes:
+//! * the rate-limit upsert locks the installation's `rate_limits` row, so concurrent submits
+//!   queue there and each re-evaluates the condition on the committed row;
+//! * a duplicate that raced past the first lookup hits a unique index; the transaction is
+//!   rolled back and the winner's id returned;
+//! * migrations run under a transaction-scoped advisory lock, so replicas starting together
+//!   migrate once.
+//!
+//! Connections are unencrypted (`NoTls`): run the database on the same host or a private
+//! network.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Json;
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+use super::{RateLimit, SubmissionStore, SubmitOutcome, Summary};
+use crate::overview::{OverviewBuilder, ReportRow};
+use crate::submission::Submission;
+use crate::{Error, Result};
+
+/// Arbitrary, fixed key of the advisory lock that serializes migrations.
+const MIGRATION_LOCK: i64 = 0x7072_6e7a_7374_6174;
+/// Most pooled connections per server process.
+const POOL_SIZE: usize = 16;
+/// Rows fetched per round trip by `/stats/overview`.
+const FETCH: i32 = 1000;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE submissions (
+    id                   BIGSERIAL   PRIMARY KEY,
+    installation_id      UUID        NOT NULL,
+    idempotency_key      TEXT        UNIQUE,
+    received_at          TIMESTAMPTZ NOT NULL,
+    schema_version       TEXT        NOT NULL,
+    submission_timestamp TIMESTAMPTZ NOT NULL,
+    first_seen           TIMESTAMPTZ NOT NULL,
+    period_start         TIMESTAMPTZ NOT NULL,
+    period_end           TIMESTAMPTZ NOT NULL,
+    duration_days        BIGINT      NOT NULL,
+    app_version          TEXT        NOT NULL,
+    python_version       TEXT        NOT NULL,
+    platform             TEXT        NOT NULL,
+    deployment_mode      TEXT        NOT NULL,
+    country_code         TEXT        NOT NULL,
+    printer_count        BIGINT      NOT NULL,
+    printer_type_counts  JSONB       NOT NULL,
+    job_count            BIGINT      NOT NULL,
+    jobs_completed       BIGINT,
+    jobs_failed          BIGINT,
+    file_count           BIGINT      NOT NULL,
+    upload_count         BIGINT      NOT NULL,
+    uptime_hours         BIGINT      NOT NULL,
+    feature_usage        JSONB       NOT NULL,
+    error_summary        JSONB       NOT NULL,
+    UNIQUE (installation_id, period_start, period_end)
+);
+CREATE INDEX submissions_received_at ON submissions (received_at);
+CREATE TABLE rate_limits (
+    installation_id UUID        PRIMARY KEY,
+    window_start    TIMESTAMPTZ NOT NULL,
+    count           BIGINT      NOT NULL
+);
+"#];
+
+/// PostgreSQL-backed [`SubmissionStore`].
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects, checks the server answers, and migrates.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| Error::Config(format!("`aggregator.database_url`: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager).max_size(POOL_SIZE).build()?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version    INTEGER     PRIMARY KEY,
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .await?;
+        let applied: i32 = tx
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await?
+            .get(0);
+        let known = MIGRATIONS.len() as i32;
+        if applied > known {
+            return Err(Error::Schema(format!(
+                "the aggregator database has schema version {applied}, newer than this \
+                 program's {known}: use a newer printernizer-stats"
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+            tx.batch_execute(sql).await?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1)",
+                &[&(i as i32 + 1)],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn find_duplicate(c: &impl GenericClient, s: &Submission) -> Result<Option<i64>> {
+    Ok(c.query_opt(
+        "SELECT id FROM submissions
+          WHERE (idempotency_key IS NOT NULL AND idempotency_key = $1)
+             OR (installation_id = $2 AND period_start = $3 AND period_end = $4)
+          ORDER BY id LIMIT 1",
+        &[
+            &s.idempotency_key,
+            &s.installation_id,
+            &s.period_start,
+            &s.period_end,
+        ],
+    )
+    .await?
+    .map(|r| r.get(0)))
+}
+
+fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn report_row(r: &Row) -> ReportRow {
+    let n = |i: usize| r.get::<_, i64>(i).max(0) as u64;
+    let opt = |i: usize| r.get::<_, Option<i64>>(i).map(|v| v.max(0) as u64);
+    ReportRow {
+        installation_id: r.get(0),
+        received_at: r.get(1),
+        app_version: r.get(2),
+        platform: r.get(3),
+        deployment_mode: r.get(4),
+        country_code: r.get(5),
+        printer_count: n(6),
+        printer_type_counts: r.get::<_, Json<BTreeMap<String, u64>>>(7).0,
+        feature_usage: r.get::<_, Json<BTreeMap<String, bool>>>(8).0,
+        job_count: n(9),
+        jobs_completed: opt(10),
+        jobs_failed: opt(11),
+        error_summary: r.get::<_, Json<BTreeMap<String, u64>>>(12).0,
+    }
+}
+
+impl SubmissionStore for PgStore {
+    async fn submit(
+        &self,
+        s: Submission,
+        now: DateTime<Utc>,
+        limit: RateLimit,
+    ) -> Result<SubmitOutcome> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if let Some(id) = find_duplicate(&tx, &s).await? {
+            return Ok(SubmitOutcome::Duplicate(id));
+        }
+        let allowed = tx
+            .query_opt(
+                "INSERT INTO rate_limits (installation_id, window_start, count) VALUES ($1, $2, 1)
+                 ON CONFLICT (installation_id) DO UPDATE SET
+                    window_start = CASE WHEN rate_limits.window_start <= $3
+                                        THEN excluded.window_start
+                                        ELSE rate_limits.window_start END,
+                    count = CASE WHEN rate_limits.window_start <= $3
+                                 THEN 1 ELSE rate_limits.count + 1 END
+                 WHERE rate_limits.window_start <= $3 OR rate_limits.count < $4
+                 RETURNING count",
+                &[
+                    &s.installation_id,
+                    &now,
+                    &(now - limit.window),
+                    &i64::from(limit.max),
+                ],
+            )
+            .await?
+            .is_some();
+        if !allowed {
+            // A request that waited on the row lock for its own twin sees the twin now.
+            if let Some(id) = find_duplicate(&tx, &s).await? {
+                return Ok(SubmitOutcome::Duplicate(id));
+            }
+            let start: DateTime<Utc> = tx
+                .query_one(
+                    "SELECT window_start FROM rate_limits WHERE installation_id = $1",
+                    &[&s.installation_id],
+                )
+                .await?
+                .get(0);
+            return Ok(SubmitOutcome::RateLimited {
+                retry_after_s: limit.retry_after(start, now),
+            });
+        }
+        let inserted = tx
+            .query_one(
+                "INSERT INTO submissions (
+                    installation_id, idempotency_key, received_at, schema_version,
+                    submission_timestamp, first_seen, period_start, period_end, duration_days,
+                    app_version, python_version, platform, deployment_mode, country_code,
+                    printer_count, printer_type_counts, job_count, jobs_completed, jobs_failed,
+                    file_count, upload_count, uptime_hours, feature_usage, error_summary)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                         $17, $18, $19, $20, $21, $22, $23, $24)
+                 RETURNING id",
+                &[
+                    &s.installation_id,
+                    &s.idempotency_key,
+                    &now,
+                    &s.schema_version,
+                    &s.submission_timestamp,
+                    &s.first_seen,
+                    &s.period_start,
+                    &s.period_end,
+                    &s.duration_days,
+                    &s.app_version,
+                    &s.python_version,
+                    &s.platform,
+                    &s.deployment_mode,
+                    &s.country_code,
+                    &count(s.printer_count),
+                    &Json(&s.printer_type_counts),
+                    &count(s.job_count),
+                    &s.jobs_completed.map(count),
+                    &s.jobs_failed.map(count),
+                    &count(s.file_count),
+                    &count(s.upload_count),
+                    &count(s.uptime_hours),
+                    &Json(&s.feature_usage),
+                    &Json(&s.error_summary),
+                ],
+            )
+            .await;
+        match inserted {
+            Ok(row) => {
+                tx.commit().await?;
+                Ok(SubmitOutcome::Created(row.get(0)))
+            }
+            Err(e) if is_unique_violation(&e) => {
+                tx.rollback().await?;
+                match find_duplicate(&client, &s).await? {
+                    Some(id) => Ok(SubmitOutcome::Duplicate(id)),
+                    None => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete_installation(&self, id: Uuid) -> Result<u64> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let n = tx
+            .execute("DELETE FROM submissions WHERE installation_id = $1", &[&id])
+            .await?;
+        tx.execute("DELETE FROM rate_limits WHERE installation_id = $1", &[&id])
+            .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn prune(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> Result<u64> {
+        let client = self.pool.get().await?;
+        let n = client
+            .execute("DELETE FROM submissions WHERE received_at < $1", &[&before])
+            .await?;
+        client
+            .execute(
+                "DELETE FROM rate_limits WHERE window_start < $1",
+                &[&(now - chrono::Duration::days(1))],
+            )
+            .await?;
+        Ok(n)
+    }
+
+    async fn summary(&self) -> Result<Summary> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*), count(DISTINCT installation_id), max(received_at)
+                   FROM submissions",
+                &[],
+            )
+            .await?;
+        Ok(Summary {
+            total_submissions: row.get::<_, i64>(0).max(0) as u64,
+            unique_installations: row.get::<_, i64>(1).max(0) as u64,
+            latest_submission_at: row.get(2),
+        })
+    }
+
+    async fn overview(
+        &self,
+        since: DateTime<Utc>,
+        mut builder: OverviewBuilder,
+    ) -> Result<OverviewBuilder> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let stmt = tx
+            .prepare(
+                "SELECT installation_id, received_at, app_version, platform, deployment_mode,
+                        country_code, printer_count, printer_type_counts, feature_usage,
+                        job_count, jobs_completed, jobs_failed, error_summary
+                   FROM submissions WHERE received_at >= $1 ORDER BY received_at, id",
+            )
+            .await?;
+        let portal = tx.bind(&stmt, &[&since]).await?;
+        loop {
+            let rows = tx.query_portal(&portal, FETCH).await?;
+            for r in &rows {
+                builder.add(report_row(r));
+            }
+            if rows.len() < FETCH as usize {
+                break;
+            }
+        }
+        tx.commit().await?;
+        Ok(builder)
+    }
+
+    async fn health(&self) -> Result<()> {
+        let client = self.pool.get().await?;
+        client.query_one("SELECT 1", &[]).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,667 @@
+//! The aggregation server over real HTTP, on both backends: a SQLite file and a fresh
+//! PostgreSQL database per test. Every scenario below runs twice (`sqlite::…`, `postgres::…`).
+
+use printernizer_stats_test_support::aggregator as support;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{Db, Kind, NOW, PgDb, Process, Server, new_id, report};
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+async fn post(server: &Server, body: &Value, key: Option<&str>) -> (StatusCode, Value) {
+    let mut req = http().post(server.url("/submit")).json(body);
+    if let Some(key) = key {
+        req = req.header("Idempotency-Key", key);
+    }
+    let resp = req.send().await.expect("send");
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(server: &Server, path: &str) -> (StatusCode, Value) {
+    let resp = http().get(server.url(path)).send().await.expect("send");
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    submit_stores_what_was_sent_and_summarizes,
+    idempotent_retries_return_the_original_id,
+    rate_limit_answers_429_with_retry_after,
+    concurrent_submits_accept_exactly_the_limit,
+    api_keys_guard_everything_but_health,
+    hostile_input_gets_4xx_and_stores_nothing,
+    delete_installation_removes_everything_of_that_id,
+    overview_folds_small_buckets,
+    retention_deletes_old_submissions,
+    unknown_routes_and_methods_answer_json,
+);
+
+const A: &str = "2026-11-20T00:00:00Z";
+const B: &str = "2026-11-27T00:00:00Z";
+
+async fn submit_stores_what_was_sent_and_summarizes(kind: Kind) {
+    let server = Server::start(kind, |_| {}).await;
+    let (status, health) = get(&server, "/health").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["database"], "ok");
+
+    let id = new_id();
+    let (status, body) = post(&server, &report(&id, A, B), Some("k-1")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "success");
+    assert!(body["submission_id"].as_i64().is_some_and(|n| n > 0));
+    assert!(body["message"].is_string());
+
+    let (_, summary) = get(&server, "/stats/summary").await;
+    assert_eq!(summary["total_submissions"], 1);
+    assert_eq!(summary["unique_installations"], 1);
+    assert_eq!(summary["latest_submission_at"], NOW);
+    assert!(summary["timestamp"].is_string());
+
+    // Stored as received: outcomes are not invented, errors and features kept per type.
+    let dump = server.db.dump().await;
+    for expected in [
+        "connection_timeout",
+        "disk_full",
+        "library_enabled",
+        "bambu_lab",
+    ] {
+        assert!(dump.contains(expected), "{expected} not stored:\n{dump}");
+    }
+    let (_, o) = get(&server, "/stats/overview").await;
+    assert_eq!(
+        o["jobs"],
+        json!({"total": 12, "completed": 10, "failed": 2, "success_rate": 10.0 / 12.0})
+    );
+    assert_eq!(o["installations"], 1);
+}
+
+async fn idempotent_retries_return_the_original_id(kind: Kind) {
+    let server = Server::start(kind, |s| s.rate_limit_per_hour = 1).await;
+    let id = new_id();
+    let body = report(&id, A, B);
+    // An SQL-shaped key is just a key.
+    let key = "'; DROP TABLE submissions; --";
+    let (s1, first) = post(&server, &body, Some(key)).await;
+    assert_eq!(s1, StatusCode::OK);
+    let original = first["submission_id"].clone();
+
+    // Same key (even with a changed body), then same period without a key: the original id,
+    // and the rate limit (1/hour) is not consumed by either.
+    let mut changed = body.clone();
+    changed["usage_stats"]["file_count"] = json!(99);
+    for (b, k) in [
+        (&changed, Some(key)),
+        (&body, None),
+        (&body, Some("other-key")),
+    ] {
+        let (s, again) = post(&server, b, k).await;
+        assert_eq!(s, StatusCode::OK, "{again}");
+        assert_eq!(again["submission_id"], original);
+        assert!(
+            again["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("already"))
+        );
+    }
+    assert_eq!(server.total().await, 1);
+
+    // A genuinely new period is over the limit now.
+    let (s, _) = post(&server, &report(&id, B, "2026-11-28T00:00:00Z"), None).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(server.total().await, 1);
+}
+
+async fn rate_limit_answers_429_with_retry_after(kind: Kind) {
+    let server = Server::start(kind, |s| s.rate_limit_per_hour = 2).await;
+    let id = new_id();
+    let periods = [
+        ("2026-11-01T00:00:00Z", "2026-11-08T00:00:00Z"),
+        ("2026-11-08T00:00:00Z", "2026-11-15T00:00:00Z"),
+        ("2026-11-15T00:00:00Z", "2026-11-22T00:00:00Z"),
+    ];
+    for (start, end) in &periods[..2] {
+        assert_eq!(
+            post(&server, &report(&id, start, end), None).await.0,
+            StatusCode::OK
+        );
+    }
+    server.clock.advance(chrono::Duration::minutes(20));
+    let resp = http()
+        .post(server.url("/submit"))
+        .json(&report(&id, periods[2].0, periods[2].1))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert_eq!(retry, 40 * 60);
+    let body: Value = resp.json().await.expect("json");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("Rate limit"))
+    );
+    // Another installation is not affected.
+    assert_eq!(
+        post(&server, &report(&new_id(), A, B), None).await.0,
+        StatusCode::OK
+    );
+    // After the window, the same installation is accepted again.
+    server.clock.advance(chrono::Duration::minutes(41));
+    assert_eq!(
+        post(&server, &report(&id, periods[2].0, periods[2].1), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(server.total().await, 4);
+}
+
+/// `n` distinct one-hour periods of one installation, all sent at once to `bases` in turn.
+async fn burst(bases: &[String], id: &str, n: usize) -> (usize, usize) {
+    let now: DateTime<Utc> = NOW.parse().expect("now");
+    let client = http();
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let start = now - chrono::Duration::hours(300) + chrono::Duration::hours(i as i64);
+        let end = start + chrono::Duration::hours(1);
+        let mut body = report(
+            id,
+            &start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            &end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+        body["usage_stats"]["uptime_hours"] = json!(1);
+        let url = format!("{}/submit", bases[i % bases.len()]);
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .expect("send")
+                .status()
+        }));
+    }
+    let (mut ok, mut limited) = (0, 0);
+    for t in tasks {
+        match t.await.expect("task") {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => limited += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    (ok, limited)
+}
+
+async fn concurrent_submits_accept_exactly_the_limit(kind: Kind) {
+    for limit in [1u32, 3] {
+        let server = Server::start(kind, |s| s.rate_limit_per_hour = limit).await;
+        let (ok, limited) = burst(std::slice::from_ref(&server.base), &new_id(), 100).await;
+        assert_eq!((ok, limited), (limit as usize, 100 - limit as usize));
+        assert_eq!(server.total().await, u64::from(limit));
+    }
+}
+
+async fn api_keys_guard_everything_but_health(kind: Kind) {
+    let server = Server::start(kind, |s| s.api_keys = vec!["k1".into(), "k2".into()]).await;
+    let body = report(&new_id(), A, B);
+    let send = |key: Option<&'static str>| {
+        let mut req = http().post(server.url("/submit")).json(&body);
+        if let Some(k) = key {
+            req = req.header("X-API-Key", k);
+        }
+        req.send()
+    };
+    let missing = send(None).await.expect("send");
+    assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+    let detail: Value = missing.json().await.expect("json");
+    assert!(detail["detail"].is_string());
+    assert_eq!(
+        send(Some("k3")).await.expect("send").status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(Some("k2")).await.expect("send").status(),
+        StatusCode::OK
+    );
+    for path in ["/stats/summary", "/stats/overview"] {
+        assert_eq!(
+            get(&server, path).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+    }
+    let del = http()
+        .delete(server.url(&format!("/installation/{}", new_id())))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(del.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(get(&server, "/health").await.0, StatusCode::OK);
+    let summary: Value = http()
+        .get(server.url("/stats/summary"))
+        .header("X-API-Key", "k1")
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(summary["total_submissions"], 1);
+}
+
+async fn hostile_input_gets_4xx_and_stores_nothing(kind: Kind) {
+    let server = Server::start(kind, |s| s.rate_limit_per_hour = 1000).await;
+    let id = new_id();
+    let good = report(&id, A, B);
+    let with = |path: &[&str], v: Value| {
+        let mut b = good.clone();
+        let mut at = &mut b;
+        for p in &path[..path.len() - 1] {
+            at = &mut at[*p];
+        }
+        at[path[path.len() - 1]] = v;
+        b
+    };
+    let sql = "'); DROP TABLE submissions; --";
+    let cases: Vec<(&str, Vec<u8>, StatusCode)> = vec![
+        (
+            "not json",
+            b"{\"schema_version\": ".to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        ("empty", Vec::new(), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            "array",
+            b"[1,2,3]".to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "nesting beyond serde's limit",
+            format!("{}{}", "[".repeat(5_000), "]".repeat(5_000)).into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "deep nesting over the cap",
+            format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "string count",
+            with(&["usage_stats", "job_count"], json!("12"))
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "negative",
+            with(&["usage_stats", "file_count"], json!(-5))
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "huge",
+            with(&["usage_stats", "job_count"], json!(1e30))
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "u64 max",
+            with(&["usage_stats", "upload_count"], json!(u64::MAX))
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "bad uuid",
+            with(&["installation", "installation_id"], json!(sql))
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "bad country",
+            with(&["installation", "country_code"], json!(sql))
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "unicode country",
+            with(&["installation", "country_code"], json!("ÄÖ"))
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "schema",
+            with(&["schema_version"], json!("9.9"))
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "period backwards",
+            with(&["period", "end"], json!("2026-11-01T00:00:00Z"))
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "1 MiB",
+            with(&["installation", "app_version"], json!("x".repeat(1 << 20)))
+                .to_string()
+                .into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ];
+    for (name, body, want) in cases {
+        let resp = http()
+            .post(server.url("/submit"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), want, "{name}");
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(!v["detail"].is_null(), "{name}: {v}");
+        if want == StatusCode::UNPROCESSABLE_ENTITY {
+            let loc = v["detail"][0]["loc"].as_array().expect("field errors");
+            assert_eq!(loc[0], "body", "{name}: {v}");
+        }
+    }
+    assert_eq!(server.total().await, 0, "nothing stored");
+
+    // Strings that are not in the vocabulary are accepted but never stored as sent.
+    let planted = [
+        "/home/alice/benchy.3mf",
+        "192.168.1.20",
+        "alice@example.com",
+        "01S00A123456789",
+        "printer-kitchen.local",
+        "Grüße 🙂",
+    ];
+    let mut body = good.clone();
+    body["installation"]["app_version"] = json!(planted[1]);
+    body["installation"]["python_version"] = json!(planted[3]);
+    body["installation"]["platform"] = json!(planted[0]);
+    body["installation"]["deployment_mode"] = json!(planted[4]);
+    body["printer_fleet"]["printer_types"] = json!([planted[3], "prusa"]);
+    body["printer_fleet"]["printer_type_counts"] = json!({planted[3]: 2, "prusa": 1});
+    body["usage_stats"]["feature_usage"] = json!({planted[2]: true, "library_enabled": true});
+    body["error_summary"] = json!({planted[0]: 1, planted[5]: 2, sql: 3, "disk_full": 4});
+    body["unexpected_field"] = json!(planted[2]);
+    let (status, v) = post(&server, &body, Some("hostile-1")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let dump = server.db.dump().await;
+    for p in planted.iter().chain([&sql]) {
+        assert!(!dump.contains(p), "{p} reached the database:\n{dump}");
+    }
+    assert!(
+        dump.contains("\"other\""),
+        "unknown words are counted as other:\n{dump}"
+    );
+    let (_, o) = get(&server, "/stats/overview?weeks=4").await;
+    assert_eq!(o["installations"], 1);
+    assert_eq!(
+        get(&server, "/health").await.0,
+        StatusCode::OK,
+        "still serving"
+    );
+}
+
+async fn delete_installation_removes_everything_of_that_id(kind: Kind) {
+    let server = Server::start(kind, |s| s.rate_limit_per_hour = 1).await;
+    let (gone, kept) = (new_id(), new_id());
+    assert_eq!(
+        post(&server, &report(&gone, A, B), None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        post(&server, &report(&kept, A, B), None).await.0,
+        StatusCode::OK
+    );
+    server.clock.advance(chrono::Duration::hours(2));
+    assert_eq!(
+        post(&server, &report(&gone, B, "2026-11-28T00:00:00Z"), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let del = |id: String| {
+        http()
+            .delete(server.url(&format!("/installation/{id}")))
+            .send()
+    };
+    let resp = del(gone.clone()).await.expect("send");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["status"], "success");
+    assert_eq!(v["deleted_count"], 2);
+    assert!(v["message"].is_string());
+    assert_eq!(server.total().await, 1);
+    let dump = server.db.dump().await;
+    assert!(!dump.contains(&gone), "no row of the deleted id is left");
+    assert!(dump.contains(&kept));
+    // Deleting again is done already.
+    let v: Value = del(gone.clone())
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["deleted_count"], 0);
+    // The rate-limit row went too: the id may submit again at once.
+    assert_eq!(
+        post(&server, &report(&gone, A, B), None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        del("not-a-uuid".into()).await.expect("send").status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+}
+
+async fn overview_folds_small_buckets(kind: Kind) {
+    let server = Server::start(kind, |s| s.k_anonymity = 3).await;
+    // 4 German installations on linux, 1 in France on windows with a klipper printer.
+    for i in 0..5 {
+        let mut body = report(&new_id(), A, B);
+        if i == 4 {
+            body["installation"]["country_code"] = json!("FR");
+            body["installation"]["platform"] = json!("windows");
+            body["printer_fleet"]["printer_types"] = json!(["klipper"]);
+            body["printer_fleet"]["printer_type_counts"] = json!({"klipper": 1});
+            body["printer_fleet"]["printer_count"] = json!(1);
+        }
+        assert_eq!(post(&server, &body, None).await.0, StatusCode::OK);
+    }
+    let (status, o) = get(&server, "/stats/overview?weeks=2").await;
+    assert_eq!(status, StatusCode::OK, "{o}");
+    assert_eq!(o["installations"], 5);
+    assert_eq!(o["submissions"], 5);
+    assert_eq!(o["weeks"], 2);
+    assert_eq!(o["k_anonymity"], 3);
+    assert_eq!(
+        o["active_installations_per_week"],
+        json!([{"week_start": "2026-11-23", "active_installations": 5, "submissions": 5}])
+    );
+    // FR (1) alone is below k: it and then the smallest kept bucket (DE, 4) fold into other.
+    assert_eq!(o["countries"], json!({"other": 5}));
+    assert_eq!(o["versions"], json!({"2.7.0": 5}));
+    // klipper (1) folds; `other` (1) < k takes the smallest kept bucket (bambu_lab, 4 of them
+    // with 8 printers) as well.
+    assert_eq!(
+        o["printer_types"],
+        json!({"prusa": {"installations": 4, "total": 4},
+               "other": {"installations": 5, "total": 9}})
+    );
+    assert_eq!(o["fleet_sizes"], json!({"other": 5}));
+    assert_eq!(o["platforms"], json!({"other": 5}));
+    assert_eq!(
+        o["feature_adoption"]["library_enabled"],
+        json!({"installations": 5, "enabled": 5})
+    );
+    assert_eq!(o["jobs"]["total"], 60);
+    assert_eq!(o["top_error_types"][0]["error_type"], "connection_timeout");
+    assert_eq!(o["top_error_types"][0]["count"], 15);
+    for bad in ["0", "105", "abc", "-1"] {
+        assert_eq!(
+            get(&server, &format!("/stats/overview?weeks={bad}"))
+                .await
+                .0,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+}
+
+async fn retention_deletes_old_submissions(kind: Kind) {
+    let server = Server::start(kind, |s| s.retention_days = 730).await;
+    let old = new_id();
+    assert_eq!(
+        post(&server, &report(&old, A, B), None).await.0,
+        StatusCode::OK
+    );
+    server.clock.advance(chrono::Duration::days(400));
+    assert_eq!(
+        post(
+            &server,
+            &report(&new_id(), "2027-12-20T00:00:00Z", "2027-12-27T00:00:00Z"),
+            None
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    assert_eq!((server.prune)().await.expect("prune"), 0);
+    server.clock.advance(chrono::Duration::days(331));
+    assert_eq!((server.prune)().await.expect("prune"), 1);
+    assert_eq!(server.total().await, 1);
+    assert!(!server.db.dump().await.contains(&old));
+}
+
+async fn unknown_routes_and_methods_answer_json(kind: Kind) {
+    let server = Server::start(kind, |_| {}).await;
+    let (s, v) = get(&server, "/nope").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(v["detail"], "Not Found");
+    let (s, v) = get(&server, "/submit").await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(v["detail"].is_string());
+}
+
+/// Two server processes on one PostgreSQL database: migrations race once, and the rate limit
+/// holds across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_one_postgres_rate_limit() {
+    let pg = PgDb::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [("PRINTERNIZER_STATS__AGGREGATOR__RATE_LIMIT_PER_HOUR", "2")];
+    let (mut a, mut b) = std::thread::scope(|s| {
+        let a = s.spawn(|| Process::spawn(dir.path(), &pg.url, &env));
+        let b = s.spawn(|| Process::spawn(dir.path(), &pg.url, &env));
+        (a.join().expect("a"), b.join().expect("b"))
+    });
+    let id = new_id();
+    let (ok, limited) = burst(&[a.base.clone(), b.base.clone()], &id, 100).await;
+    assert_eq!((ok, limited), (2, 98));
+    let rows = pg
+        .query_text(&format!(
+            "SELECT count(*) FROM submissions WHERE installation_id = '{id}'"
+        ))
+        .await;
+    assert_eq!(rows, ["2"]);
+    assert_eq!(
+        pg.query_text("SELECT count(*) FROM schema_migrations")
+            .await,
+        ["1"]
+    );
+    assert!(a.stop(), "SIGTERM ends the server cleanly");
+    assert!(b.stop());
+}
+
+/// The binary on SQLite: starts, serves, stops on SIGTERM, and a bad database URL is one clear
+/// line with exit code 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_sqlite_and_explains_bad_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut p = Process::spawn(dir.path(), "sqlite://agg/stats.db", &[]);
+    let resp = http().get(p.url("/health")).send().await.expect("health");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["backend"], "sqlite");
+    assert!(
+        dir.path().join("agg/stats.db").exists(),
+        "relative to the working directory"
+    );
+    assert!(p.stop());
+
+    let out = assert_cmd::Command::cargo_bin("printernizer-stats-aggregator")
+        .expect("bin")
+        .args(["--database-url", "mysql://x/y"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("aggregator.database_url"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// A database that disappears under a running server: 503 with a JSON detail, no panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_is_503_not_a_panic() {
+    let server = Server::start(Kind::Postgres, |_| {}).await;
+    assert_eq!(
+        post(&server, &report(&new_id(), A, B), None).await.0,
+        StatusCode::OK
+    );
+    if let Db::Postgres(pg) = &server.db {
+        pg.drop_now().await;
+    }
+    let (s, v) = post(&server, &report(&new_id(), A, B), None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(v["detail"].is_string());
+    let (s, v) = get(&server, "/health").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(v["database"], "unreachable");
+}

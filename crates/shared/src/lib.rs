@@ -1,0 +1,21 @@
+//! # printernizer-stats-shared
+//!
+//! What the add-on (`printernizer-stats`) and the aggregation server
+//! (`printernizer-stats-aggregator`) must agree on, and nothing else:
+//!
+//! * [`report`] — the anonymous report on the wire ([`report::AggregatedStats`]): the add-on
+//!   serializes it, the server deserializes it. Defined once, so the two cannot drift.
+//! * [`vocab`] — the fixed vocabulary every stored or submitted string is matched against: the
+//!   add-on's sanitizer and the server's validation use the same words.
+//! * [`time`] — how timestamps are written, read and accepted from producers.
+//! * [`clock`] — "now" behind a trait, so tests move time instead of sleeping.
+//! * [`log_level`] — the `log_level` setting both programs read from the same config keys.
+//!
+//! The crate has no I/O and depends only on `chrono` and `serde`, so neither program pulls the
+//! other's dependencies through it.
+
+pub mod clock;
+pub mod log_level;
+pub mod report;
+pub mod time;
+pub mod vocab;

@@ -1,0 +1,122 @@
+//! `printernizer-stats` — the command-line edge. Errors become `anyhow` here and an exit code:
+//! 0 ok, 2 invalid usage/input/config, 3 refused by policy, 1 runtime failure.
+//!
+//! `cli` is the command line, `commands` what each subcommand does; the service itself is the
+//! library's `app::run`.
+
+mod cli;
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use printernizer_stats::config::Settings;
+use printernizer_stats::deployment::Deployment;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let deployment = Deployment::from_env();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("printernizer-stats: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    init_tracing(&settings);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("printernizer-stats: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = shutdown_on_signals();
+        commands::execute(cli.command, settings, deployment, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<printernizer_stats::Error>())
+                .map_or(1, printernizer_stats::Error::exit_code);
+            eprintln!("printernizer-stats: {}", error_line(&e));
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// One line from an error chain, skipping causes that the previous message already contains.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if !line.contains(&msg) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&msg);
+        }
+    }
+    line
+}
+
+fn init_tracing(settings: &Settings) {
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "printernizer_stats={}",
+            settings.log_level.as_str()
+        ))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A closed log pipe must not end the service: tracing would report the failed write
+        // with `eprintln!`, which panics when stderr itself is gone.
+        .log_internal_errors(false)
+        .try_init();
+}
+
+/// A token cancelled on SIGTERM or Ctrl-C. The handlers are registered at once: a signal that
+/// arrives during start-up must not kill the process with its default action, and is not lost.
+fn shutdown_on_signals() -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        for kind in [SignalKind::terminate(), SignalKind::interrupt()] {
+            match signal(kind) {
+                Ok(mut s) => {
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        if s.recv().await.is_some() {
+                            shutdown.cancel();
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot listen for a shutdown signal"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                shutdown.cancel();
+            }
+        });
+    }
+    shutdown
+}

@@ -1,0 +1,61 @@
+//! `[installation]`: overrides of the anonymous installation facts.
+
+use serde::{Deserialize, Serialize};
+
+use super::Invalid;
+use crate::event::vocab::DeploymentMode;
+
+/// `[installation]`
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallationSettings {
+    /// ISO 3166-1 alpha-2 country code to report (never derived from an IP address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country_code: Option<String>,
+    /// Overrides the detected deployment mode: homeassistant, docker, standalone, pi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_mode: Option<String>,
+}
+
+impl InstallationSettings {
+    /// The country-code override, upper-case (checked by [`InstallationSettings::check`]).
+    pub fn country_code(&self) -> Option<String> {
+        self.country_code
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_ascii_uppercase)
+    }
+
+    /// The deployment-mode override.
+    pub fn deployment_mode(&self) -> Option<DeploymentMode> {
+        self.deployment_mode
+            .as_deref()
+            .filter(|m| !m.trim().is_empty())
+            .and_then(DeploymentMode::from_word)
+    }
+
+    pub(super) fn check(&self) -> Result<(), Invalid> {
+        if let Some(cc) = self.country_code()
+            && (cc.len() != 2 || !cc.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            return Err(Invalid::new(
+                "installation.country_code",
+                format!("`{cc}` is not a two-letter ISO 3166-1 code"),
+            ));
+        }
+        if let Some(mode) = self.deployment_mode.as_deref()
+            && !mode.trim().is_empty()
+            && matches!(
+                DeploymentMode::from_word(mode),
+                None | Some(DeploymentMode::Other)
+            )
+        {
+            return Err(Invalid::new(
+                "installation.deployment_mode",
+                format!("`{mode}` is not one of homeassistant, docker, standalone, pi"),
+            ));
+        }
+        Ok(())
+    }
+}

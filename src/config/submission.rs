@@ -1,0 +1,60 @@
+//! `[submission]`: where and how often reports go (only ever after opt-in).
+
+use serde::{Deserialize, Serialize};
+
+use super::{Invalid, in_range};
+
+/// `[submission]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmissionSettings {
+    /// Days between reports (1–30); also the length of the preview before consent.
+    pub interval_days: u32,
+    /// URL of the aggregation server's `/submit`; empty = submission disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Sent as `X-API-Key` when set (never logged or exported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// Request timeout in seconds (5–60).
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: u64,
+}
+
+pub(super) fn default_timeout_s() -> u64 {
+    10
+}
+
+/// The server's base URL: the endpoint without its last path segment
+/// (`https://stats.example/submit` → `https://stats.example`).
+pub fn server_base(endpoint: &str) -> String {
+    let trimmed = endpoint.trim().trim_end_matches('/');
+    match trimmed.rsplit_once('/') {
+        Some((base, _)) if base.contains("://") && !base.ends_with('/') => base.to_owned(),
+        _ => trimmed.to_owned(),
+    }
+}
+
+impl SubmissionSettings {
+    /// The endpoint, if submission is configured.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+    }
+
+    pub(super) fn check(&self) -> Result<(), Invalid> {
+        in_range("submission.interval_days", self.interval_days, 1..=30)?;
+        in_range("submission.timeout_s", self.timeout_s, 5..=60)?;
+        if let Some(url) = self.endpoint()
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(Invalid::new(
+                "submission.endpoint",
+                format!("`{url}` is not an http(s) URL"),
+            ));
+        }
+        Ok(())
+    }
+}
