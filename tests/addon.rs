@@ -316,7 +316,7 @@ fn packaging_files_are_complete() {
 
     let docs = std::fs::read_to_string(addon.join("DOCS.md")).expect("docs");
     for needle in [
-        "binary_sensor.printernizer_stats_submission_problem",
+        "binary_sensor.printernizer_stats_submit_problem",
         "DO_NOT_TRACK",
         "docs/mqtt.md",
         "Never collected",
@@ -368,6 +368,10 @@ fn sensors_never_use_the_config_entity_category() {
                 .expect("default_entity_id");
             let (_, id) = default_id.split_once('.').expect("<component>.<id>");
             assert_eq!(payload["object_id"], id, "{}", m.topic);
+            assert!(
+                default_id.len() < 50,
+                "{default_id}: entity ids stay under 50 characters"
+            );
         }
     }
 }

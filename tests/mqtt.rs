@@ -172,9 +172,15 @@ async fn discovery_birth_message_and_the_opt_in_switch() {
         let (component, object_id) = (parts[1], parts[3]);
         assert_eq!(parts[2], "printernizer_stats");
         assert_eq!(c["unique_id"], format!("printernizer_stats_{object_id}"));
+        // Two binary sensors have shorter entity ids: every id stays under 50 characters.
+        let entity = match object_id {
+            "printernizer_online" => "online",
+            "submission_problem" => "submit_problem",
+            id => id,
+        };
         assert_eq!(
             c["default_entity_id"],
-            format!("{component}.printernizer_stats_{object_id}")
+            format!("{component}.printernizer_stats_{entity}")
         );
         assert_eq!(c["device"]["identifiers"], json!(["printernizer_stats"]));
         assert_eq!(c["device"]["name"], "Printernizer Usage Statistics");
@@ -190,11 +196,17 @@ async fn discovery_birth_message_and_the_opt_in_switch() {
         assert!(c["name"].as_str().is_some_and(|n| !n.is_empty()));
         if component == "sensor" || component == "binary_sensor" {
             assert_ne!(c["entity_category"], "config", "{object_id}");
-            assert_eq!(c["state_topic"], "printernizer_stats/state");
-            assert_eq!(
-                c["value_template"],
-                format!("{{{{ value_json.{object_id} }}}}")
-            );
+            if c["device_class"] == "timestamp" {
+                // Its own topic, no template: nothing to render as "None".
+                assert_eq!(c["state_topic"], format!("printernizer_stats/{object_id}"));
+                assert!(c.get("value_template").is_none(), "{object_id}");
+            } else {
+                assert_eq!(c["state_topic"], "printernizer_stats/state");
+                assert_eq!(
+                    c["value_template"],
+                    format!("{{{{ value_json.{object_id} }}}}")
+                );
+            }
         }
     }
     let find = |id: &str| {
@@ -269,6 +281,104 @@ async fn discovery_birth_message_and_the_opt_in_switch() {
             m.text() == "offline"
         })
         .await;
+}
+
+/// Home Assistant before 2024.10 logs "Invalid state message" for every `None` a timestamp
+/// sensor receives. A timestamp that was never set is never sent; `None` goes out once, when it
+/// replaces a timestamp, and not again on later state updates or after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamp_sensors_get_none_only_when_it_replaces_a_timestamp() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = Client::connect(broker.port, &["printernizer_stats/#"]).await;
+    let env = [(
+        "PRINTERNIZER_STATS__SUBMISSION__ENDPOINT",
+        "http://127.0.0.1:9/submit",
+    )];
+    let mut app = App::start(dir.path(), broker.port, &env);
+    let published = |n: usize| {
+        let client = &client;
+        async move {
+            let deadline = std::time::Instant::now() + T;
+            while client.messages("printernizer_stats/state").len() < n {
+                assert!(std::time::Instant::now() < deadline, "no state publish");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    published(1).await;
+    let timestamps = |key: &str| -> Vec<String> {
+        client
+            .messages(&format!("printernizer_stats/{key}"))
+            .iter()
+            .map(|m| m.text())
+            .collect()
+    };
+    // Never opted in: neither timestamp topic carries anything.
+    client
+        .publish(
+            "printernizer/events/job_completed",
+            json!({"status": "completed"}).to_string(),
+        )
+        .await;
+    client
+        .wait_for(
+            "printernizer_stats/state",
+            T,
+            state_is("events_total", json!(1)),
+        )
+        .await;
+    assert_eq!(timestamps("next_submission"), Vec::<String>::new());
+    assert_eq!(timestamps("last_submission"), Vec::<String>::new());
+
+    // Opted in: the next report is planned.
+    client.publish("printernizer_stats/opt_in/set", "ON").await;
+    let planned = client
+        .wait_for("printernizer_stats/next_submission", T, |m| {
+            m.text() != "None"
+        })
+        .await;
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(&planned.text()).is_ok(),
+        "{}",
+        planned.text()
+    );
+
+    // Opted out: `None` once …
+    client.publish("printernizer_stats/opt_in/set", "OFF").await;
+    client
+        .wait_for("printernizer_stats/next_submission", T, |m| {
+            m.text() == "None"
+        })
+        .await;
+    // … and not on the next state updates, nor after a restart.
+    let before = client.messages("printernizer_stats/state").len();
+    client
+        .publish(
+            "printernizer/events/job_completed",
+            json!({"status": "failed"}).to_string(),
+        )
+        .await;
+    client
+        .wait_for(
+            "printernizer_stats/state",
+            T,
+            state_is("events_total", json!(2)),
+        )
+        .await;
+    assert!(app.stop(), "clean exit");
+    let mut app = App::start(dir.path(), broker.port, &env);
+    published(before + 2).await;
+    app.wait_log("connected to MQTT broker", 1, T);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let next = timestamps("next_submission");
+    assert_eq!(
+        next.iter().filter(|t| *t == "None").count(),
+        1,
+        "None once: {next:?}"
+    );
+    assert_eq!(timestamps("last_submission"), Vec::<String>::new());
+    assert!(app.stop(), "clean exit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@ use crate::Error;
 use crate::i18n::Catalog;
 use crate::metrics::Metrics;
 use crate::service::StatsService;
-use crate::store::{Inserted, PendingInsert};
+use crate::store::{Inserted, PendingInsert, settings};
 use crate::submission::Submitter;
 
 /// How often the state is republished without a change (rolling windows move).
@@ -166,8 +166,55 @@ impl Shared {
                     Ok(json) => self.publish(self.topics.state(), true, json).await,
                     Err(e) => tracing::warn!(error = %e, "cannot serialize the state"),
                 }
+                for (key, value) in [
+                    ("last_submission", state.last_submission),
+                    ("next_submission", state.next_submission),
+                ] {
+                    self.publish_timestamp(key, value).await;
+                }
             }
             Err(e) => tracing::warn!(error = %e, "cannot compute the local statistics"),
+        }
+    }
+
+    /// A timestamp sensor's own topic: the timestamp whenever there is one (retained; a valid
+    /// timestamp never makes Home Assistant warn), and `None` only when it replaces a
+    /// timestamp this topic carried — remembered in `usage_settings` across restarts — so a
+    /// sensor that never had a value is never sent `None`, which Home Assistant before 2024.10
+    /// logs as an invalid state.
+    async fn publish_timestamp(&self, key: &'static str, value: Option<String>) {
+        let record = format!("{}{key}", settings::HA_SENT_PREFIX);
+        let sent = {
+            let record = record.clone();
+            self.service
+                .store()
+                .read(move |c| settings::get(c, &record))
+                .await
+        };
+        let sent = match sent {
+            Ok(sent) => sent.filter(|s| !s.is_empty()),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read which timestamps Home Assistant has");
+                return;
+            }
+        };
+        let payload = match &value {
+            Some(t) => t.clone(),
+            None if sent.is_some() => "None".to_owned(),
+            None => return,
+        };
+        self.publish(self.topics.timestamp_state(key), true, payload)
+            .await;
+        if sent != value {
+            let now_sent = value.unwrap_or_default();
+            let written = self
+                .service
+                .store()
+                .write(move |tx, now| settings::set(tx, &record, &now_sent, now))
+                .await;
+            if let Err(e) = written {
+                tracing::debug!(error = %e, "cannot remember the published timestamp");
+            }
         }
     }
 

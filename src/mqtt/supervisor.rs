@@ -10,7 +10,6 @@ use serde::Deserialize;
 
 use crate::{Error, Result};
 
-
 /// Broker coordinates from the Supervisor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerService {

@@ -31,6 +31,11 @@ impl Topics {
     pub fn state(&self) -> String {
         format!("{}/state", self.base)
     }
+    /// `<base>/<key>`: one timestamp sensor's own state (RFC 3339, or `None` once when it
+    /// stops having one), retained.
+    pub fn timestamp_state(&self, key: &str) -> String {
+        format!("{}/{key}", self.base)
+    }
     /// `<base>/opt_in/set`: `ON`/`OFF` from Home Assistant.
     pub fn opt_in_set(&self) -> String {
         format!("{}/opt_in/set", self.base)

@@ -25,6 +25,10 @@ pub const PRIVACY_POLICY_VERSION: &str = "privacy_policy_version";
 pub const OPT_IN_DATE: &str = "opt_in_date";
 /// End of the last accepted report (start of the next one).
 pub const LAST_REPORT_END: &str = "last_report_end";
+/// Prefix of the keys that remember which timestamp each Home Assistant timestamp sensor's
+/// topic last carried (`ha_sent:last_submission` …), so that `None` is published only when it
+/// replaces a timestamp (see `mqtt::handler`).
+pub const HA_SENT_PREFIX: &str = "ha_sent:";
 /// Random salt for printer-id hashes. Secret.
 pub const PRINTER_SALT: &str = "printer_salt";
 /// `"enabled"` while Printernizer itself shares its usage statistics (its `/usage-stats/status`

@@ -22,22 +22,24 @@ pub struct BinarySensor {
     pub payload_off: &'static str,
 }
 
-/// (object id, device class, diagnostic)
-const BINARY_SENSORS: &[(&str, &str, bool)] = &[
-    ("printernizer_online", "connectivity", false),
-    ("submission_problem", "problem", true),
-    ("storage_problem", "problem", true),
+/// (key — `unique_id`, state key, name; entity id suffix — under 50 characters in all; device
+/// class; diagnostic)
+const BINARY_SENSORS: &[(&str, &str, &str, bool)] = &[
+    ("printernizer_online", "online", "connectivity", false),
+    ("submission_problem", "submit_problem", "problem", true),
+    ("storage_problem", "storage_problem", "problem", true),
 ];
 
 /// Discovery messages for all binary sensors.
 pub fn all(ctx: Context<'_>) -> Vec<DiscoveryMessage> {
     BINARY_SENSORS
         .iter()
-        .map(|(object_id, device_class, diagnostic)| {
+        .map(|(object_id, short, device_class, diagnostic)| {
             let sensor = BinarySensor {
-                common: ctx.common(
+                common: ctx.common_short(
                     "binary_sensor",
                     object_id,
+                    short,
                     diagnostic.then_some(EntityCategory::Diagnostic),
                     None,
                 ),

@@ -143,6 +143,24 @@ impl Context<'_> {
         }
     }
 
+    /// The common keys for an entity whose entity id is `<component>.printernizer_stats_<short>`
+    /// instead of its `key` (which stays its `unique_id`, name and state key), so that the id
+    /// stays under 50 characters.
+    pub fn common_short(
+        &self,
+        component: &str,
+        key: &str,
+        short: &str,
+        entity_category: Option<EntityCategory>,
+        icon: Option<&'static str>,
+    ) -> Common {
+        Common {
+            default_entity_id: format!("{component}.printernizer_stats_{short}"),
+            object_id: format!("printernizer_stats_{short}"),
+            ..self.common(component, key, entity_category, icon)
+        }
+    }
+
     /// Serializes one entity's payload to its config topic.
     pub fn message<T: Serialize>(
         &self,

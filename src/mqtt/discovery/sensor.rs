@@ -1,5 +1,11 @@
 //! Statistics sensors, all read from the one retained JSON state topic `<base>/state`.
 //!
+//! Timestamp sensors read their own topic, `<base>/<object_id>`, with no template: Home
+//! Assistant before 2024.10 warns ("Invalid state message") for every `None` a timestamp sensor
+//! gets, and a template cannot yield "unknown" silently there. So the service publishes a
+//! timestamp when there is one and `None` only when it replaces one (see `mqtt::handler`): a
+//! timestamp that was never set is never sent, and the sensor stays unknown without a word.
+//!
 //! `state_class`: `measurement` for rolling 7-day windows (they go up and down), and
 //! `total_increasing` for lifetime counters that only grow (a drop — `delete-all` — reads as a
 //! meter reset, which is what it is). Timestamps have no state class. Technical figures are
@@ -15,10 +21,11 @@ pub struct Sensor {
     /// Common keys.
     #[serde(flatten)]
     pub common: Common,
-    /// `<base>/state`.
+    /// `<base>/state`, or a timestamp sensor's own `<base>/<object_id>`.
     pub state_topic: String,
-    /// `{{ value_json.<object_id> }}`.
-    pub value_template: String,
+    /// `{{ value_json.<object_id> }}` on `<base>/state`; none on a timestamp's own topic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_template: Option<String>,
     /// Device class.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device_class: Option<&'static str>,
@@ -201,6 +208,7 @@ pub fn all(ctx: Context<'_>) -> Vec<DiscoveryMessage> {
     SENSORS
         .iter()
         .map(|def| {
+            let own_topic = def.device_class == Some("timestamp");
             let sensor = Sensor {
                 common: ctx.common(
                     "sensor",
@@ -208,8 +216,12 @@ pub fn all(ctx: Context<'_>) -> Vec<DiscoveryMessage> {
                     def.diagnostic.then_some(EntityCategory::Diagnostic),
                     def.icon,
                 ),
-                state_topic: ctx.topics.state(),
-                value_template: json_template(def.object_id),
+                state_topic: if own_topic {
+                    ctx.topics.timestamp_state(def.object_id)
+                } else {
+                    ctx.topics.state()
+                },
+                value_template: (!own_topic).then(|| json_template(def.object_id)),
                 device_class: def.device_class,
                 state_class: def.state_class,
                 unit_of_measurement: def.unit,
