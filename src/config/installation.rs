@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Invalid;
-use crate::event::vocab::DeploymentMode;
+use crate::event::vocab::{DeploymentMode, country_code};
 
 /// `[installation]`
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -18,13 +18,13 @@ pub struct InstallationSettings {
 }
 
 impl InstallationSettings {
-    /// The country-code override, upper-case (checked by [`InstallationSettings::check`]).
+    /// The country-code override, upper-case (a blank value is no override; one that is not
+    /// a country code is refused by [`InstallationSettings::check`]).
     pub fn country_code(&self) -> Option<String> {
         self.country_code
             .as_deref()
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .map(str::to_ascii_uppercase)
+            .filter(|c| !c.trim().is_empty())
+            .and_then(country_code)
     }
 
     /// The deployment-mode override.
@@ -36,12 +36,13 @@ impl InstallationSettings {
     }
 
     pub(super) fn check(&self) -> Result<(), Invalid> {
-        if let Some(cc) = self.country_code()
-            && (cc.len() != 2 || !cc.bytes().all(|b| b.is_ascii_uppercase()))
+        if let Some(cc) = self.country_code.as_deref()
+            && !cc.trim().is_empty()
+            && country_code(cc).is_none()
         {
             return Err(Invalid::new(
                 "installation.country_code",
-                format!("`{cc}` is not a two-letter ISO 3166-1 code"),
+                format!("`{}` is not a two-letter ISO 3166-1 code", cc.trim()),
             ));
         }
         if let Some(mode) = self.deployment_mode.as_deref()

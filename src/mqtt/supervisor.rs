@@ -131,8 +131,8 @@ pub async fn home_assistant_country(base_url: &str, token: &str) -> Result<Optio
         .map_err(|e| Error::Mqtt(format!("Home Assistant core config: {e}")))?;
     Ok(config
         .country
-        .map(|c| c.trim().to_ascii_uppercase())
-        .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase())))
+        .as_deref()
+        .and_then(crate::event::vocab::country_code))
 }
 
 #[derive(Deserialize)]

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use printernizer_stats_shared::report::AggregatedStats;
 use printernizer_stats_shared::vocab::{
-    DeploymentMode, ErrorType, Feature, Platform, PrinterType, Version,
+    DeploymentMode, ErrorType, Feature, Platform, PrinterType, Version, country_code,
 };
 
 /// Most printer types one report may list.
@@ -218,8 +218,8 @@ pub fn validate(
             None
         }
     };
-    let country = inst.country_code.trim();
-    if !(country.len() == 2 && country.bytes().all(|b| b.is_ascii_alphabetic())) {
+    let country = country_code(&inst.country_code);
+    if country.is_none() {
         fail(
             &["installation", "country_code"],
             "must be a two-letter ISO 3166-1 code".into(),
@@ -377,7 +377,7 @@ pub fn validate(
         deployment_mode: DeploymentMode::classify(&inst.deployment_mode)
             .as_str()
             .to_owned(),
-        country_code: inst.country_code.trim().to_ascii_uppercase(),
+        country_code: country.unwrap_or_default(),
         period_start: start,
         period_end: end,
         duration_days: report.period.duration_days,

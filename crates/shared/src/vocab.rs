@@ -275,6 +275,14 @@ impl<'de> serde::Deserialize<'de> for Version {
     }
 }
 
+/// An ISO 3166-1 alpha-2 country code: two ASCII letters (blanks around them ignored), returned
+/// upper-case; anything else is `None`. The one rule for the configuration, Home Assistant's
+/// country and the server's validation. (`XX`, "unknown", passes: it is two letters.)
+pub fn country_code(input: &str) -> Option<String> {
+    let t = input.trim();
+    (t.len() == 2 && t.bytes().all(|b| b.is_ascii_alphabetic())).then(|| t.to_ascii_uppercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,6 +303,15 @@ mod tests {
             PrinterType::classify(&"x".repeat(10_000)),
             PrinterType::Other
         );
+    }
+
+    #[test]
+    fn country_codes() {
+        assert_eq!(country_code(" de "), Some("DE".into()));
+        assert_eq!(country_code("XX"), Some("XX".into()));
+        for bad in ["", "D", "DEU", "Germany", "d3", "ÄÖ", "de\n1"] {
+            assert_eq!(country_code(bad), None, "{bad}");
+        }
     }
 
     #[test]
