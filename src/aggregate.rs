@@ -221,8 +221,7 @@ pub fn local_stats(conn: &Connection, now: DateTime<Utc>) -> Result<LocalStats> 
     Ok(LocalStats {
         installation_id: settings::get(conn, settings::INSTALLATION_ID)?.unwrap_or_default(),
         first_seen: first_seen(conn, now)?,
-        opt_in_status: settings::get(conn, settings::OPT_IN_STATUS)?
-            .unwrap_or_else(|| "disabled".into()),
+        opt_in_status: settings::opt_in(conn)?.as_str().to_owned(),
         total_events: rollup::counter(conn, counters::EVENTS_TOTAL)?,
         pending_events: rollup::counter(conn, counters::EVENTS_PENDING)?,
         this_week: WeekSummary {

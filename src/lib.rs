@@ -28,6 +28,7 @@
 
 pub mod aggregate;
 pub mod app;
+pub mod backoff;
 pub mod bridge;
 /// The clock lives in the shared crate (the aggregation server uses it too).
 pub use printernizer_stats_shared::clock;

@@ -18,10 +18,10 @@
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
-use rand::Rng;
 use sha2::{Digest, Sha256};
 
 use crate::aggregate::SCHEMA_VERSION;
+use crate::backoff::Backoff;
 use crate::service::StatsService;
 use crate::store::queue::{self, Attempt, QueuedReport as Pending};
 use crate::store::{fmt_ts, parse_ts, settings};
@@ -442,12 +442,11 @@ impl Submitter {
 
     /// Exponential backoff with jitter: 1 min doubling to 6 h, then a random 50–100 % of it.
     fn backoff(&self, attempts: u32) -> Duration {
-        let full = BACKOFF_START
-            .checked_mul(1 << attempts.min(16))
-            .unwrap_or(BACKOFF_MAX)
-            .min(BACKOFF_MAX);
-        let ms = full.num_milliseconds();
-        Duration::milliseconds(rand::rng().random_range(ms / 2..=ms))
+        let backoff = Backoff::new(
+            BACKOFF_START.to_std().unwrap_or_default(),
+            BACKOFF_MAX.to_std().unwrap_or_default(),
+        );
+        Duration::from_std(backoff.jittered(attempts)).unwrap_or(BACKOFF_MAX)
     }
 
     async fn accepted(&self, pending: &Pending, now: DateTime<Utc>) -> Result<()> {

@@ -45,6 +45,7 @@ use self::client::{Client, FetchError};
 use self::export::{ExportError, Flow, Mapped, Skip};
 use self::jobs::{Keys, PrinterActivity, PrinterNow};
 use crate::Error;
+use crate::backoff::Backoff;
 use crate::event::EventType;
 use crate::event::vocab::PrinterType;
 use crate::metrics::Metrics;
@@ -227,12 +228,8 @@ impl Bridge {
                 .retry_after()
                 .unwrap_or(self.interval)
                 .max(Duration::from_secs(1)),
-            _ => {
-                let factor = 2u32.saturating_pow(self.failures.saturating_sub(1).min(16));
-                self.interval
-                    .saturating_mul(factor)
-                    .min(MAX_BACKOFF.max(self.interval))
-            }
+            _ => Backoff::new(self.interval, MAX_BACKOFF.max(self.interval))
+                .delay(self.failures.saturating_sub(1)),
         };
         if let BridgeError::Store(_) = e
             && !metrics.storage_failing.swap(true, Ordering::Relaxed)

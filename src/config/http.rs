@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Invalid;
+use super::{Invalid, non_blank};
 
 /// `[http]` — the local API and web page (the add-on's ingress panel).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,12 +36,7 @@ pub const HTTP_PORT: u16 = 8099;
 impl HttpSettings {
     /// The listen address for the mode.
     pub fn bind_addr(&self, addon_mode: bool) -> std::result::Result<std::net::SocketAddr, String> {
-        let text = match self
-            .bind
-            .as_deref()
-            .map(str::trim)
-            .filter(|b| !b.is_empty())
-        {
+        let text = match non_blank(self.bind.as_deref()) {
             Some(b) => b.to_owned(),
             None if addon_mode => format!("0.0.0.0:{HTTP_PORT}"),
             None => format!("127.0.0.1:{HTTP_PORT}"),
@@ -52,10 +47,7 @@ impl HttpSettings {
 
     /// The configured token, if not blank.
     pub fn token(&self) -> Option<&str> {
-        self.token
-            .as_deref()
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
+        non_blank(self.token.as_deref())
     }
 }
 

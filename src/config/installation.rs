@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Invalid;
+use super::{Invalid, non_blank};
 use crate::event::vocab::{DeploymentMode, country_code};
 
 /// `[installation]`
@@ -21,32 +21,24 @@ impl InstallationSettings {
     /// The country-code override, upper-case (a blank value is no override; one that is not
     /// a country code is refused by [`InstallationSettings::check`]).
     pub fn country_code(&self) -> Option<String> {
-        self.country_code
-            .as_deref()
-            .filter(|c| !c.trim().is_empty())
-            .and_then(country_code)
+        non_blank(self.country_code.as_deref()).and_then(country_code)
     }
 
     /// The deployment-mode override.
     pub fn deployment_mode(&self) -> Option<DeploymentMode> {
-        self.deployment_mode
-            .as_deref()
-            .filter(|m| !m.trim().is_empty())
-            .and_then(DeploymentMode::from_word)
+        non_blank(self.deployment_mode.as_deref()).and_then(DeploymentMode::from_word)
     }
 
     pub(super) fn check(&self) -> Result<(), Invalid> {
-        if let Some(cc) = self.country_code.as_deref()
-            && !cc.trim().is_empty()
+        if let Some(cc) = non_blank(self.country_code.as_deref())
             && country_code(cc).is_none()
         {
             return Err(Invalid::new(
                 "installation.country_code",
-                format!("`{}` is not a two-letter ISO 3166-1 code", cc.trim()),
+                format!("`{cc}` is not a two-letter ISO 3166-1 code"),
             ));
         }
-        if let Some(mode) = self.deployment_mode.as_deref()
-            && !mode.trim().is_empty()
+        if let Some(mode) = non_blank(self.deployment_mode.as_deref())
             && matches!(
                 DeploymentMode::from_word(mode),
                 None | Some(DeploymentMode::Other)

@@ -108,6 +108,12 @@ impl Invalid {
     }
 }
 
+/// A configured text without surrounding blanks; blank or unset means "not set" (the add-on's
+/// UI and environment variables can only say "empty").
+pub(crate) fn non_blank(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|v| !v.is_empty())
+}
+
 /// `value` must lie in `range`.
 fn in_range<T>(
     key: &'static str,

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Invalid, in_range};
+use super::{Invalid, in_range, non_blank};
 
 /// `[printernizer]` — the bridge to Printernizer's REST API (see `docs/bridge.md`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,11 +34,7 @@ impl Default for PrinternizerSettings {
 impl PrinternizerSettings {
     /// The configured URL, without blanks and trailing `/`.
     pub fn url(&self) -> Option<&str> {
-        self.url
-            .as_deref()
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(|u| u.trim_end_matches('/'))
+        non_blank(self.url.as_deref()).map(|u| u.trim_end_matches('/'))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Invalid, in_range};
+use super::{Invalid, in_range, non_blank};
 
 /// `[submission]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,10 +38,7 @@ pub fn server_base(endpoint: &str) -> String {
 impl SubmissionSettings {
     /// The endpoint, if submission is configured.
     pub fn endpoint(&self) -> Option<&str> {
-        self.endpoint
-            .as_deref()
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
+        non_blank(self.endpoint.as_deref())
     }
 
     pub(super) fn check(&self) -> Result<(), Invalid> {

@@ -6,13 +6,13 @@
 
 use std::time::Duration;
 
-use rand::Rng;
 use rumqttc::{
     ConnectionError, Event, EventLoop, Incoming, Outgoing, Publish, StateError, mqttbytes,
 };
 use tokio::sync::{mpsc, watch};
 
 use super::{MAX_PACKET_BYTES, MAX_POISON_BYTES};
+use crate::backoff::{Backoff, jitter};
 
 /// What the connection tells the handler.
 #[derive(Debug)]
@@ -23,8 +23,8 @@ pub(crate) enum Inbound {
     Publish(Publish),
 }
 
-const BACKOFF_START: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Reconnect delays: 0.5 s doubling to 60 s, each with jitter.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
 
 /// The size of an incoming packet that exceeded our limit, if that is what `e` is.
 fn oversized(e: &ConnectionError) -> Option<usize> {
@@ -36,19 +36,13 @@ fn oversized(e: &ConnectionError) -> Option<usize> {
     }
 }
 
-/// Full jitter: a random delay in [d/2, d].
-fn jittered(d: Duration) -> Duration {
-    let ms = d.as_millis() as u64;
-    Duration::from_millis(rand::rng().random_range(ms / 2..=ms.max(1)))
-}
-
 pub(crate) async fn run(
     mut eventloop: EventLoop,
     tx: mpsc::UnboundedSender<Inbound>,
     mut stop: watch::Receiver<bool>,
     mut reconnect: mpsc::UnboundedReceiver<()>,
 ) {
-    let mut backoff = BACKOFF_START;
+    let mut backoff = BACKOFF.start;
     let mut raised = false;
     let mut stopping = false;
     let mut deadline = tokio::time::Instant::now() + Duration::from_secs(3600 * 24 * 365);
@@ -76,7 +70,7 @@ pub(crate) async fn run(
         };
         match event {
             Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
-                backoff = BACKOFF_START;
+                backoff = BACKOFF.start;
                 tracing::info!(
                     session_present = ack.session_present,
                     "connected to MQTT broker"
@@ -118,7 +112,7 @@ pub(crate) async fn run(
                         .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
                     raised = false;
                 }
-                let delay = jittered(backoff);
+                let delay = jitter(backoff);
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost; reconnecting");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
@@ -126,7 +120,7 @@ pub(crate) async fn run(
                         return;
                     }
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                backoff = BACKOFF.after(backoff);
             }
         }
     }

@@ -15,6 +15,7 @@ use super::ingest::{Mapped, map_event};
 use super::state::StatePayload;
 use super::topics::Topics;
 use crate::Error;
+use crate::backoff::Backoff;
 use crate::i18n::Catalog;
 use crate::metrics::Metrics;
 use crate::service::StatsService;
@@ -327,7 +328,7 @@ fn storage_failed(shared: &Arc<Shared>, e: &Error, topic: &str) {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let now = *backoff;
-        *backoff = (now * 2).min(REDELIVERY_MAX);
+        *backoff = Backoff::new(REDELIVERY_START, REDELIVERY_MAX).after(now);
         now
     };
     let shared = shared.clone();

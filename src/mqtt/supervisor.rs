@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::backoff::Backoff;
 use crate::{Error, Result};
 
 /// Broker coordinates from the Supervisor.
@@ -170,14 +171,15 @@ pub async fn ingress_page_url(base_url: &str, token: &str) -> Result<Option<Stri
 
 /// Asks until the Supervisor answers, backing off from 1 s to 60 s.
 pub async fn wait_for(base_url: &str, token: &str) -> BrokerService {
-    let mut delay = Duration::from_secs(1);
+    const BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    let mut delay = BACKOFF.start;
     loop {
         match fetch(base_url, token).await {
             Ok(service) => return service,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "MQTT broker not available from the Supervisor yet; is the Mosquitto add-on installed and started?");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(60));
+                delay = BACKOFF.after(delay);
             }
         }
     }

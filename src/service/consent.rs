@@ -2,16 +2,12 @@
 //! status every front end shows.
 
 use super::*;
+use crate::store::settings::OptIn;
 
 impl StatsService {
     /// Whether the user opted in.
     pub async fn is_opted_in(&self) -> Result<bool> {
-        Ok(self
-            .store
-            .read(|c| settings::get(c, settings::OPT_IN_STATUS))
-            .await?
-            .as_deref()
-            == Some("enabled"))
+        Ok(self.store.read(settings::opt_in).await? == OptIn::Enabled)
     }
 
     /// Opts in; refused (policy) while `DO_NOT_TRACK` is set. Records the consented schema
@@ -26,9 +22,8 @@ impl StatsService {
         let id = self
             .store
             .write(|tx, now| {
-                let was = settings::get(tx, settings::OPT_IN_STATUS)?;
-                if was.as_deref() != Some("enabled") {
-                    settings::set(tx, settings::OPT_IN_STATUS, "enabled", now)?;
+                if settings::opt_in(tx)? != OptIn::Enabled {
+                    settings::set_opt_in(tx, OptIn::Enabled, now)?;
                     settings::set(tx, OPT_IN_DATE, &fmt_ts(now), now)?;
                 }
                 settings::set(tx, settings::PRIVACY_POLICY_VERSION, SCHEMA_VERSION, now)?;
@@ -51,9 +46,9 @@ impl StatsService {
         let rotated = self
             .store
             .write(move |tx, now| {
-                let was = settings::get(tx, settings::OPT_IN_STATUS)?;
-                settings::set(tx, settings::OPT_IN_STATUS, "disabled", now)?;
-                if was.as_deref() != Some("enabled") {
+                let was = settings::opt_in(tx)?;
+                settings::set_opt_in(tx, OptIn::Disabled, now)?;
+                if was != OptIn::Enabled {
                     return Ok(false);
                 }
                 queue::drop_reports(tx)?;
@@ -93,14 +88,12 @@ impl StatsService {
         let endpoint = self.settings.submission_endpoint().is_some();
         self.store
             .read(move |c| {
-                let opt_in =
-                    settings::get(c, settings::OPT_IN_STATUS)?.unwrap_or_else(|| "disabled".into());
+                let opt_in = settings::opt_in(c)?;
                 let consented = settings::get(c, settings::PRIVACY_POLICY_VERSION)?;
-                let printernizer_sharing =
-                    settings::get(c, settings::PRINTERNIZER_SHARING)?.is_some();
+                let printernizer_sharing = settings::flag(c, settings::PRINTERNIZER_SHARING)?;
                 let reason = if dnt {
                     Some("DO_NOT_TRACK is set: nothing is submitted".to_owned())
-                } else if opt_in != "enabled" {
+                } else if opt_in != OptIn::Enabled {
                     Some("not opted in: nothing is submitted".to_owned())
                 } else if consented.as_deref() != Some(SCHEMA_VERSION) {
                     Some(format!(
@@ -114,7 +107,7 @@ impl StatsService {
                     None
                 };
                 Ok(Status {
-                    opt_in_status: opt_in,
+                    opt_in_status: opt_in.as_str().to_owned(),
                     do_not_track: dnt,
                     reason,
                     installation_id: settings::get(c, settings::INSTALLATION_ID)?

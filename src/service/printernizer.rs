@@ -68,19 +68,7 @@ impl StatsService {
         let changed = self
             .store
             .write(move |tx, now| {
-                let was = settings::get(tx, settings::PRINTERNIZER_SHARING)?.is_some();
-                if was == sharing {
-                    return Ok(false);
-                }
-                if sharing {
-                    settings::set(tx, settings::PRINTERNIZER_SHARING, "enabled", now)?;
-                } else {
-                    tx.execute(
-                        "DELETE FROM usage_settings WHERE key = ?1",
-                        [settings::PRINTERNIZER_SHARING],
-                    )?;
-                }
-                Ok(true)
+                settings::set_flag(tx, settings::PRINTERNIZER_SHARING, sharing, now)
             })
             .await?;
         if changed {
@@ -98,11 +86,9 @@ impl StatsService {
 
     /// Whether Printernizer itself shares its usage statistics (as the bridge last saw it).
     pub async fn printernizer_sharing(&self) -> Result<bool> {
-        Ok(self
-            .store
-            .read(|c| settings::get(c, settings::PRINTERNIZER_SHARING))
-            .await?
-            .is_some())
+        self.store
+            .read(|c| settings::flag(c, settings::PRINTERNIZER_SHARING))
+            .await
     }
 
     /// The event sources this configuration uses.
@@ -126,11 +112,9 @@ impl StatsService {
         }
         self.store
             .read(|c| {
-                Ok(
-                    settings::get(c, settings::OPT_IN_STATUS)?.as_deref() == Some("enabled")
-                        && settings::get(c, settings::PRIVACY_POLICY_VERSION)?.as_deref()
-                            == Some(SCHEMA_VERSION),
-                )
+                Ok(settings::opt_in(c)? == settings::OptIn::Enabled
+                    && settings::get(c, settings::PRIVACY_POLICY_VERSION)?.as_deref()
+                        == Some(SCHEMA_VERSION))
             })
             .await
     }

@@ -39,7 +39,7 @@ impl StatsService {
             .store
             .read(|c| {
                 Ok((
-                    settings::get(c, settings::OPT_IN_STATUS)?.as_deref() == Some("enabled"),
+                    settings::opt_in(c)? == settings::OptIn::Enabled,
                     settings::get(c, LAST_REPORT_END)?,
                 ))
             })

@@ -372,7 +372,12 @@ fn init_settings(conn: &mut Connection, now: DateTime<Utc>) -> Result<()> {
         now,
     )?;
     settings::set_default(&tx, settings::FIRST_RUN_DATE, &fmt_ts(now), now)?;
-    settings::set_default(&tx, settings::OPT_IN_STATUS, "disabled", now)?;
+    settings::set_default(
+        &tx,
+        settings::OPT_IN_STATUS,
+        settings::OptIn::Disabled.as_str(),
+        now,
+    )?;
     settings::set_default(&tx, settings::SUBMISSION_COUNT, "0", now)?;
     let salt = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
     settings::set_default(&tx, settings::PRINTER_SALT, &salt, now)?;

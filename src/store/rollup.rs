@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{fmt_ts, hour_ceil, hour_floor, parse_ts};
 use crate::Result;
@@ -228,7 +228,7 @@ pub fn counter(conn: &Connection, name: &str) -> Result<u64> {
     let v: Option<i64> = conn
         .prepare_cached("SELECT value FROM usage_counters WHERE name = ?1")?
         .query_row([name], |r| r.get(0))
-        .ok();
+        .optional()?;
     Ok(v.unwrap_or(0).max(0) as u64)
 }
 
@@ -405,7 +405,7 @@ pub fn fleet(
             Some(t) => Some(t),
             None => fallback
                 .query_row(params![hash, fmt_ts(end)], |r| r.get::<_, String>(0))
-                .ok(),
+                .optional()?,
         };
         out.insert(hash, typ);
     }
@@ -426,7 +426,7 @@ pub fn features_as_of(conn: &Connection, end: DateTime<Utc>) -> Result<BTreeMap<
         };
         let v: Option<i64> = stmt
             .query_row(params![format!("feature:{word}"), fmt_ts(h1)], |r| r.get(0))
-            .ok();
+            .optional()?;
         if let Some(v) = v {
             out.insert(feature, v != 0);
         }
@@ -469,7 +469,7 @@ pub fn uptime_seconds(conn: &Connection, start: DateTime<Utc>, end: DateTime<Utc
              ORDER BY timestamp DESC LIMIT 1",
         )?
         .query_row([fmt_ts(start)], |r| r.get(0))
-        .ok();
+        .optional()?;
     let mut up_since = (before.as_deref() == Some("app_start")).then_some(start);
     let mut total = Duration::zero();
     let mut stmt = conn.prepare_cached(
@@ -516,7 +516,7 @@ pub fn latest_app_start(conn: &Connection, end: DateTime<Utc>) -> Result<Option<
              ORDER BY timestamp DESC LIMIT 1",
         )?
         .query_row([fmt_ts(end)], |r| r.get(0))
-        .ok();
+        .optional()?;
     Ok(m.map(parse_metadata))
 }
 

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::fmt_ts;
 use crate::Result;
 
-/// `"enabled"` or `"disabled"`.
+/// `"enabled"` or `"disabled"` ([`OptIn`]).
 pub const OPT_IN_STATUS: &str = "opt_in_status";
 /// Random UUID identifying this installation anonymously.
 pub const INSTALLATION_ID: &str = "installation_id";
@@ -41,6 +41,64 @@ pub const BRIDGE_LAST_SUCCESS: &str = "bridge_last_success";
 /// Whether a settings key must never be exported or submitted.
 pub fn is_secret(key: &str) -> bool {
     key == PRINTER_SALT
+}
+
+/// The user's choice (`opt_in_status`): the one source of truth the switch, the page and the
+/// CLI show and change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OptIn {
+    /// Sharing: reports are sent (when everything else allows it).
+    Enabled,
+    /// Not sharing (the default).
+    #[default]
+    Disabled,
+}
+
+impl OptIn {
+    /// The stored word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OptIn::Enabled => "enabled",
+            OptIn::Disabled => "disabled",
+        }
+    }
+
+    /// Anything but `enabled` — a missing row included — is `Disabled`.
+    pub fn from_stored(value: Option<&str>) -> Self {
+        if value == Some("enabled") {
+            OptIn::Enabled
+        } else {
+            OptIn::Disabled
+        }
+    }
+}
+
+/// The stored opt-in.
+pub fn opt_in(conn: &Connection) -> Result<OptIn> {
+    Ok(OptIn::from_stored(get(conn, OPT_IN_STATUS)?.as_deref()))
+}
+
+/// Stores the opt-in.
+pub fn set_opt_in(conn: &Connection, value: OptIn, now: DateTime<Utc>) -> Result<()> {
+    set(conn, OPT_IN_STATUS, value.as_str(), now)
+}
+
+/// A flag: on while its row exists (`enabled`), off without it.
+pub fn flag(conn: &Connection, key: &str) -> Result<bool> {
+    Ok(get(conn, key)?.is_some())
+}
+
+/// Sets or clears a flag; returns whether it changed.
+pub fn set_flag(conn: &Connection, key: &str, on: bool, now: DateTime<Utc>) -> Result<bool> {
+    if flag(conn, key)? == on {
+        return Ok(false);
+    }
+    if on {
+        set(conn, key, "enabled", now)?;
+    } else {
+        conn.execute("DELETE FROM usage_settings WHERE key = ?1", [key])?;
+    }
+    Ok(true)
 }
 
 /// Reads one setting.

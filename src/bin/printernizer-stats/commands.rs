@@ -68,8 +68,13 @@ pub(crate) async fn execute(
         return Ok(());
     }
     let env = Environment::new(&deployment);
-    let service = StatsService::open(settings, Arc::new(SystemClock), env)
-        .context("cannot open the statistics database")?;
+    // Opening migrates the database: blocking work, kept off the async workers.
+    let service = tokio::task::spawn_blocking(move || {
+        StatsService::open(settings, Arc::new(SystemClock), env)
+    })
+    .await
+    .context("the database could not be opened")?
+    .context("cannot open the statistics database")?;
     let result = dispatch(&service, &deployment, command, shutdown).await;
     service.close().await?;
     result
