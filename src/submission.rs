@@ -26,6 +26,7 @@ use crate::service::StatsService;
 use crate::store::queue::{self, Attempt, QueuedReport as Pending};
 use crate::store::{fmt_ts, parse_ts, settings};
 use crate::{Error, Result};
+use printernizer_stats_shared::secret::Secret;
 
 /// Largest report body sent.
 pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024;
@@ -149,7 +150,14 @@ impl Submitter {
 
     /// Adds `X-API-Key` when one is configured.
     fn with_api_key(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match self.service.settings().submission.api_key.as_deref() {
+        match self
+            .service
+            .settings()
+            .submission
+            .api_key
+            .as_ref()
+            .map(Secret::expose)
+        {
             Some(key) if !key.is_empty() => request.header("X-API-Key", key),
             _ => request,
         }
@@ -161,7 +169,7 @@ impl Submitter {
         let mut h = Sha256::new();
         h.update(s.endpoint.as_deref().unwrap_or("").as_bytes());
         h.update([0]);
-        h.update(s.api_key.as_deref().unwrap_or("").as_bytes());
+        h.update(s.api_key.as_ref().map_or("", Secret::expose).as_bytes());
         h.finalize()[..8]
             .iter()
             .map(|b| format!("{b:02x}"))

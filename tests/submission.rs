@@ -101,7 +101,7 @@ async fn setup(env: Environment, url: &str, api_key: Option<&str>) -> (TestServi
     let (url, api_key) = (url.to_owned(), api_key.map(str::to_owned));
     let ts = open_with("2026-11-02T00:00:00Z", env, move |s| {
         s.submission.endpoint = Some(url);
-        s.submission.api_key = api_key;
+        s.submission.api_key = api_key.as_deref().map(Into::into);
         s.submission.timeout_s = 5;
     });
     let submitter = Submitter::new(ts.service.clone()).expect("submitter");

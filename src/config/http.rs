@@ -1,5 +1,6 @@
 //! `[http]`: the local API and web page.
 
+use printernizer_stats_shared::secret::Secret;
 use serde::{Deserialize, Serialize};
 
 use super::{Invalid, non_blank};
@@ -16,8 +17,8 @@ pub struct HttpSettings {
     pub bind: Option<String>,
     /// Bearer token required for state-changing calls; mandatory on a non-loopback bind
     /// outside the add-on (never logged or exported).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
+    #[serde(skip_serializing)]
+    pub token: Option<Secret>,
 }
 
 impl Default for HttpSettings {
@@ -47,7 +48,7 @@ impl HttpSettings {
 
     /// The configured token, if not blank.
     pub fn token(&self) -> Option<&str> {
-        non_blank(self.token.as_deref())
+        self.token.as_ref().and_then(Secret::non_blank)
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use printernizer_stats_shared::secret::Secret;
 use serde::{Deserialize, Serialize};
 
 use super::{Invalid, in_range};
@@ -20,8 +21,8 @@ pub struct MqttSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Broker password (never logged or exported).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
+    #[serde(skip_serializing)]
+    pub password: Option<Secret>,
     /// Connect with TLS.
     pub tls: bool,
     /// PEM CA bundle for TLS (default: the system's roots).

@@ -1,5 +1,6 @@
 //! `[submission]`: where and how often reports go (only ever after opt-in).
 
+use printernizer_stats_shared::secret::Secret;
 use serde::{Deserialize, Serialize};
 
 use super::{Invalid, in_range, non_blank};
@@ -14,8 +15,8 @@ pub struct SubmissionSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// Sent as `X-API-Key` when set (never logged or exported).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_key: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub api_key: Option<Secret>,
     /// Request timeout in seconds (5–60).
     #[serde(default = "default_timeout_s")]
     pub timeout_s: u64,

@@ -80,11 +80,10 @@ pub async fn resolve_broker(
     let mut host = mqtt.host.clone().filter(|h| !h.trim().is_empty());
     let mut port = mqtt.port;
     let mut tls = mqtt.tls;
-    let mut credentials = mqtt
-        .username
-        .clone()
-        .filter(|u| !u.is_empty())
-        .map(|u| (u, mqtt.password.clone().unwrap_or_default()));
+    let mut credentials = mqtt.username.clone().filter(|u| !u.is_empty()).map(|u| {
+        let password = mqtt.password.as_ref().map(|p| p.expose().to_owned());
+        (u, password.unwrap_or_default())
+    });
     if host.is_none()
         && let Some(sv) = supervisor
     {

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat};
 use printernizer_stats_shared::log_level::LogLevel;
+use printernizer_stats_shared::secret::Secret;
 use serde::{Deserialize, Serialize};
 
 use crate::store::DatabaseUrl;
@@ -51,8 +52,9 @@ pub struct AggregatorSettings {
     /// `sqlite://relative/path.db`, `sqlite:///absolute/path.db` or `postgres://…`.
     pub database_url: String,
     /// Accepted `X-API-Key` values; empty = no key required. As an environment variable:
-    /// comma-separated (`PRINTERNIZER_STATS__AGGREGATOR__API_KEYS=k1,k2`).
-    pub api_keys: Vec<String>,
+    /// comma-separated (`PRINTERNIZER_STATS__AGGREGATOR__API_KEYS=k1,k2`). Never logged.
+    #[serde(skip_serializing)]
+    pub api_keys: Vec<Secret>,
     /// Accepted submissions per installation and hour (1–1000).
     pub rate_limit_per_hour: u32,
     /// Largest accepted request body (1 KiB – 16 MiB).
@@ -79,12 +81,8 @@ impl Default for AggregatorSettings {
 
 impl AggregatorSettings {
     /// The configured API keys without blanks (an empty environment value means "none").
-    pub fn api_keys(&self) -> Vec<String> {
-        self.api_keys
-            .iter()
-            .map(|k| k.trim().to_owned())
-            .filter(|k| !k.is_empty())
-            .collect()
+    pub fn api_keys(&self) -> Vec<&str> {
+        self.api_keys.iter().filter_map(Secret::non_blank).collect()
     }
 
     /// Checks every value's range; the error names the key.
