@@ -44,10 +44,10 @@ fn log(n: usize) -> Vec<Value> {
 fn service(dir: &tempfile::TempDir, url: Option<String>) -> StatsService {
     let mut settings = Settings::defaults(false);
     settings.database.path = dir.path().join("bench.db");
-    settings.retention.days = 3650;
+    settings.retention.days = 3650.try_into().expect("in range");
     settings.mqtt.enabled = false;
     settings.printernizer.url = url;
-    settings.printernizer.poll_interval_s = 3600;
+    settings.printernizer.poll_interval_s = 3600.try_into().expect("in range");
     StatsService::open(settings, Arc::new(SystemClock), Environment::default()).expect("opens")
 }
 

@@ -109,7 +109,7 @@ fn ingest_baseline(n: usize) -> f64 {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(Store::open(&path, clock).expect("schema").close())
         .expect("close");
-    let sanitizer = Sanitizer::new("salt", 365);
+    let sanitizer = Sanitizer::new("salt", Duration::days(365));
     let events: Vec<_> = raw_events(n, now - Duration::days(7), Duration::days(7))
         .iter()
         .map(|r| sanitizer.sanitize(r, now).expect("valid"))

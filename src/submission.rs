@@ -128,7 +128,7 @@ impl Submitter {
 
     /// A submitter for the service's configuration.
     pub fn new(service: StatsService) -> Result<Self> {
-        let timeout = StdDuration::from_secs(service.settings().submission.timeout_s);
+        let timeout = service.settings().submission.timeout();
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("printernizer-stats/", env!("CARGO_PKG_VERSION")))

@@ -209,7 +209,7 @@ async fn do_not_track_refuses_opt_in_and_says_why() {
 #[tokio::test]
 async fn retention_prunes_by_the_configured_days() {
     let ts = open_with("2026-11-20T12:00:00Z", Environment::default(), |s| {
-        s.retention.days = 10
+        s.retention.days = 10.try_into().expect("in range")
     });
     record_at(&ts, "job_completed", "2026-11-11T12:00:00Z", json!({})).await;
     record_at(&ts, "job_completed", "2026-11-19T12:00:00Z", json!({})).await;

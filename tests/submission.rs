@@ -102,7 +102,7 @@ async fn setup(env: Environment, url: &str, api_key: Option<&str>) -> (TestServi
     let ts = open_with("2026-11-02T00:00:00Z", env, move |s| {
         s.submission.endpoint = Some(url);
         s.submission.api_key = api_key.as_deref().map(Into::into);
-        s.submission.timeout_s = 5;
+        s.submission.timeout_s = 5.try_into().expect("in range");
     });
     let submitter = Submitter::new(ts.service.clone()).expect("submitter");
     (ts, submitter)

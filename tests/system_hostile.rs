@@ -173,7 +173,10 @@ async fn hostile_input_at_volume_leaks_nothing_and_breaks_nothing() {
     }
 
     // The aggregation server, with a tenth as many hostile submissions.
-    let server = agg::Server::start(agg::Kind::Sqlite, |s| s.rate_limit_per_hour = 1000).await;
+    let server = agg::Server::start(agg::Kind::Sqlite, |s| {
+        s.rate_limit_per_hour = 1000.try_into().expect("in range")
+    })
+    .await;
     let http = reqwest::Client::new();
     let (mut accepted, mut refused) = (0, 0);
     for i in 0..n / 10 {

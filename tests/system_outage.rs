@@ -96,7 +96,7 @@ fn service(endpoint: &str) -> (TestService, Submitter) {
     let endpoint = format!("{endpoint}/submit");
     let ts = open_with("2026-11-02T00:00:00Z", Environment::default(), move |s| {
         s.submission.endpoint = Some(endpoint);
-        s.submission.timeout_s = 5;
+        s.submission.timeout_s = 5.try_into().expect("in range");
     });
     let submitter = Submitter::new(ts.service.clone()).expect("submitter");
     (ts, submitter)

@@ -109,9 +109,9 @@ pub fn spawn(
     stop: CancellationToken,
 ) -> crate::Result<JoinHandle<()>> {
     let settings = &service.settings().printernizer;
-    let client = Client::new(url, Duration::from_secs(settings.timeout_s))
+    let client = Client::new(url, settings.timeout())
         .map_err(|e| Error::Config(format!("`printernizer.url`: {e}")))?;
-    let interval = Duration::from_secs(settings.poll_interval_s);
+    let interval = settings.poll_interval();
     tracing::info!(url = %client.base(), interval_s = interval.as_secs(), "reading Printernizer's REST API");
     let bridge = Bridge {
         service,
@@ -180,7 +180,7 @@ impl Bridge {
     }
 
     fn cutoff(&self) -> DateTime<Utc> {
-        self.now() - chrono::Duration::days(i64::from(self.service.settings().retention.days))
+        self.now() - self.service.settings().retention.period()
     }
 
     async fn run(mut self, stop: CancellationToken) {

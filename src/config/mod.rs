@@ -10,7 +10,10 @@
 //!    `PRINTERNIZER_STATS__DATABASE__PATH` or `PRINTERNIZER_STATS__LOG_LEVEL`.
 //!
 //! Unknown keys and invalid values are errors that name the key ([`crate::Error::Config`]).
-//! One file per section; each section checks its own values (`check`), [`Settings::validate`]
+//! One file per section. Parse, don't validate: numbers with a range are `Bounded` (they fail
+//! to load, the loader naming the key: "0 is out of range 1–3650 for key `retention.days`"),
+//! secrets are `Secret` (never printed, never serialized); what a type cannot say — a URL, an
+//! MQTT topic, a country code — each section checks in its `check`, and [`Settings::validate`]
 //! runs them all.
 
 use std::collections::HashMap;
@@ -21,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::vocab::DeploymentMode;
 use crate::{Error, Result};
+use printernizer_stats_shared::bounded::Bounded;
 
 mod addon_options;
 mod http;
@@ -114,25 +118,6 @@ pub(crate) fn non_blank(value: Option<&str>) -> Option<&str> {
     value.map(str::trim).filter(|v| !v.is_empty())
 }
 
-/// `value` must lie in `range`.
-fn in_range<T>(
-    key: &'static str,
-    value: T,
-    range: std::ops::RangeInclusive<T>,
-) -> std::result::Result<(), Invalid>
-where
-    T: PartialOrd + std::fmt::Display,
-{
-    if range.contains(&value) {
-        Ok(())
-    } else {
-        Err(Invalid::new(
-            key,
-            format!("{value} is out of range {}–{}", range.start(), range.end()),
-        ))
-    }
-}
-
 impl Settings {
     /// Built-in defaults; `addon_mode` puts the database under `/data`.
     pub fn defaults(addon_mode: bool) -> Self {
@@ -146,10 +131,12 @@ impl Settings {
                 max_size_mb: None,
             },
             log_level: LogLevel::Info,
-            retention: RetentionSettings { days: 365 },
+            retention: RetentionSettings {
+                days: Bounded::of(365),
+            },
             installation: InstallationSettings::default(),
             submission: SubmissionSettings {
-                interval_days: 7,
+                interval_days: Bounded::of(7),
                 endpoint: None,
                 api_key: None,
                 timeout_s: submission::default_timeout_s(),
@@ -196,7 +183,6 @@ impl Settings {
     pub fn validate(&self) -> Result<()> {
         self.database
             .check()
-            .and_then(|()| self.retention.check())
             .and_then(|()| self.submission.check())
             .and_then(|()| self.mqtt.check())
             .and_then(|()| self.http.check())

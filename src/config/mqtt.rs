@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
+use printernizer_stats_shared::bounded::Bounded;
 use printernizer_stats_shared::secret::Secret;
 use serde::{Deserialize, Serialize};
 
-use super::{Invalid, in_range};
+use super::Invalid;
 
 /// `[mqtt]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,7 +40,7 @@ pub struct MqttSettings {
     /// Printernizer publishes under this prefix.
     pub printernizer_prefix: String,
     /// Largest random delay (seconds) before republishing after Home Assistant's birth message.
-    pub birth_delay_max_s: u64,
+    pub birth_delay_max_s: Bounded<1, 60>,
     /// Connect to MQTT at all (`run` without a broker only stores CLI events).
     pub enabled: bool,
 }
@@ -57,13 +58,18 @@ impl Default for MqttSettings {
             discovery_prefix: "homeassistant".into(),
             base_topic: "printernizer_stats".into(),
             printernizer_prefix: "printernizer".into(),
-            birth_delay_max_s: 5,
+            birth_delay_max_s: Bounded::of(5),
             enabled: true,
         }
     }
 }
 
 impl MqttSettings {
+    /// The longest random delay before republishing after Home Assistant's birth message.
+    pub fn birth_delay_max(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.birth_delay_max_s.get())
+    }
+
     pub(super) fn check(&self) -> Result<(), Invalid> {
         for (key, topic) in [
             ("mqtt.discovery_prefix", &self.discovery_prefix),
@@ -79,6 +85,6 @@ impl MqttSettings {
                 ));
             }
         }
-        in_range("mqtt.birth_delay_max_s", self.birth_delay_max_s, 1..=60)
+        Ok(())
     }
 }

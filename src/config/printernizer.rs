@@ -1,8 +1,9 @@
 //! `[printernizer]`: the bridge to Printernizer's REST API.
 
+use printernizer_stats_shared::bounded::Bounded;
 use serde::{Deserialize, Serialize};
 
-use super::{Invalid, in_range, non_blank};
+use super::{Invalid, non_blank};
 
 /// `[printernizer]` — the bridge to Printernizer's REST API (see `docs/bridge.md`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -15,9 +16,9 @@ pub struct PrinternizerSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Seconds between polls (1–3600).
-    pub poll_interval_s: u64,
+    pub poll_interval_s: Bounded<1, 3600>,
     /// Request timeout in seconds (1–120); for the export, the longest silence while reading.
-    pub timeout_s: u64,
+    pub timeout_s: Bounded<1, 120>,
 }
 
 impl Default for PrinternizerSettings {
@@ -25,8 +26,8 @@ impl Default for PrinternizerSettings {
         Self {
             enabled: true,
             url: None,
-            poll_interval_s: 30,
-            timeout_s: 10,
+            poll_interval_s: Bounded::of(30),
+            timeout_s: Bounded::of(10),
         }
     }
 }
@@ -55,17 +56,22 @@ pub fn check_printernizer_url(url: &str) -> std::result::Result<(), String> {
 }
 
 impl PrinternizerSettings {
+    /// Time between polls.
+    pub fn poll_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.poll_interval_s.get())
+    }
+
+    /// The request timeout.
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout_s.get())
+    }
+
     pub(super) fn check(&self) -> Result<(), Invalid> {
         if let Some(url) = self.url()
             && let Err(e) = check_printernizer_url(url)
         {
             return Err(Invalid::new("printernizer.url", e));
         }
-        in_range(
-            "printernizer.poll_interval_s",
-            self.poll_interval_s,
-            1..=3600,
-        )?;
-        in_range("printernizer.timeout_s", self.timeout_s, 1..=120)
+        Ok(())
     }
 }

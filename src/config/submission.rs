@@ -1,16 +1,17 @@
 //! `[submission]`: where and how often reports go (only ever after opt-in).
 
+use printernizer_stats_shared::bounded::Bounded;
 use printernizer_stats_shared::secret::Secret;
 use serde::{Deserialize, Serialize};
 
-use super::{Invalid, in_range, non_blank};
+use super::{Invalid, non_blank};
 
 /// `[submission]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubmissionSettings {
     /// Days between reports (1–30); also the length of the preview before consent.
-    pub interval_days: u32,
+    pub interval_days: Bounded<1, 30>,
     /// URL of the aggregation server's `/submit`; empty = submission disabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
@@ -19,11 +20,11 @@ pub struct SubmissionSettings {
     pub api_key: Option<Secret>,
     /// Request timeout in seconds (5–60).
     #[serde(default = "default_timeout_s")]
-    pub timeout_s: u64,
+    pub timeout_s: Bounded<5, 60>,
 }
 
-pub(super) fn default_timeout_s() -> u64 {
-    10
+pub(super) fn default_timeout_s() -> Bounded<5, 60> {
+    Bounded::of(10)
 }
 
 /// The server's base URL: the endpoint without its last path segment
@@ -37,14 +38,22 @@ pub fn server_base(endpoint: &str) -> String {
 }
 
 impl SubmissionSettings {
+    /// Time between reports (also the preview's length).
+    pub fn interval(&self) -> chrono::Duration {
+        chrono::Duration::days(self.interval_days.get() as i64)
+    }
+
+    /// The request timeout.
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout_s.get())
+    }
+
     /// The endpoint, if submission is configured.
     pub fn endpoint(&self) -> Option<&str> {
         non_blank(self.endpoint.as_deref())
     }
 
     pub(super) fn check(&self) -> Result<(), Invalid> {
-        in_range("submission.interval_days", self.interval_days, 1..=30)?;
-        in_range("submission.timeout_s", self.timeout_s, 5..=60)?;
         if let Some(url) = self.endpoint()
             && !(url.starts_with("https://") || url.starts_with("http://"))
         {

@@ -122,11 +122,11 @@ impl std::fmt::Debug for Sanitizer {
 }
 
 impl Sanitizer {
-    /// A sanitizer hashing printer ids with `salt`, accepting timestamps within `retention_days`.
-    pub fn new(salt: impl Into<String>, retention_days: u32) -> Self {
+    /// A sanitizer hashing printer ids with `salt`, accepting timestamps within `retention`.
+    pub fn new(salt: impl Into<String>, retention: Duration) -> Self {
         Self {
             salt: salt.into(),
-            retention: Duration::days(i64::from(retention_days)),
+            retention,
         }
     }
 
@@ -258,7 +258,7 @@ mod tests {
 
     #[test]
     fn drops_unknown_keys_and_hashes_printer_id() {
-        let s = Sanitizer::new("salt", 365);
+        let s = Sanitizer::new("salt", Duration::days(365));
         let raw = RawEvent::new(
             "job_completed",
             json!({"duration_seconds": 3600, "printer_type": "bambu_lab",
@@ -279,7 +279,7 @@ mod tests {
 
     #[test]
     fn unknown_type_and_bad_shapes_are_rejected() {
-        let s = Sanitizer::new("salt", 365);
+        let s = Sanitizer::new("salt", Duration::days(365));
         assert!(matches!(
             s.sanitize(&RawEvent::new("not_a_type", json!({})), now()),
             Err(RejectReason::UnknownEventType(_))
@@ -300,7 +300,7 @@ mod tests {
 
     #[test]
     fn wrong_types_and_ranges_drop_the_key() {
-        let s = Sanitizer::new("salt", 365);
+        let s = Sanitizer::new("salt", Duration::days(365));
         let raw = RawEvent::new(
             "job_failed",
             json!({"duration_seconds": -5, "outcome": "Canceled", "error_type": {"x": 1}}),
@@ -313,7 +313,7 @@ mod tests {
 
     #[test]
     fn implausible_timestamps_fall_back_to_receive_time() {
-        let s = Sanitizer::new("salt", 30);
+        let s = Sanitizer::new("salt", Duration::days(30));
         let mut raw = RawEvent::new("app_start", json!({}));
         raw.timestamp = Some("2026-11-20T11:00:00Z".into());
         assert_eq!(
@@ -340,7 +340,7 @@ mod tests {
 
     #[test]
     fn producer_uuid_is_kept_other_ids_are_replaced() {
-        let s = Sanitizer::new("salt", 30);
+        let s = Sanitizer::new("salt", Duration::days(30));
         let mut raw = RawEvent::new("app_start", json!({}));
         raw.id = Some("550e8400-e29b-41d4-a716-446655440000".into());
         assert_eq!(

@@ -194,7 +194,7 @@ pub fn spawn(
         client,
         topics,
         Catalog::new(settings.language),
-        Duration::from_secs(settings.mqtt.birth_delay_max_s),
+        settings.mqtt.birth_delay_max(),
         submitter,
         reconnect_tx,
     );

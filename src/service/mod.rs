@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -120,7 +120,7 @@ impl StatsService {
         let store = Store::open_capped(
             &settings.database.path,
             clock,
-            settings.database.max_size_mb,
+            settings.database.max_size_mib(),
         )?;
         let salt = store
             .read_blocking(|c| settings::get(c, settings::PRINTER_SALT))?
@@ -134,7 +134,7 @@ impl StatsService {
             .rejected_persisted
             .store(rejected, std::sync::atomic::Ordering::Relaxed);
         Ok(Self {
-            sanitizer: Sanitizer::new(salt, settings.retention.days),
+            sanitizer: Sanitizer::new(salt, settings.retention.period()),
             store,
             settings: Arc::new(settings),
             metrics: Arc::new(metrics),
@@ -247,7 +247,7 @@ impl StatsService {
 
     /// Prunes events older than `retention.days`.
     pub async fn prune_expired(&self) -> Result<u64> {
-        let cutoff = self.now() - Duration::days(i64::from(self.settings.retention.days));
+        let cutoff = self.now() - self.settings.retention.period();
         let n = self.store.prune(cutoff).await?;
         if n > 0 {
             tracing::info!(pruned_events = n, cutoff = %fmt_ts(cutoff), "pruned events past retention");

@@ -34,7 +34,7 @@ impl StatsService {
     /// opted in: the last `submission.interval_days` up to now (the preview).
     pub async fn next_period(&self) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
         let end = self.now();
-        let interval = Duration::days(i64::from(self.settings.submission.interval_days));
+        let interval = self.settings.submission.interval();
         let (opted, last_end) = self
             .store
             .read(|c| {
@@ -58,7 +58,7 @@ impl StatsService {
     /// accepted report, or after opting in for the first.
     pub async fn report_due(&self) -> Result<DateTime<Utc>> {
         let now = self.now();
-        let interval = Duration::days(i64::from(self.settings.submission.interval_days));
+        let interval = self.settings.submission.interval();
         let (last_end, opt_in_date) = self
             .store
             .read(|c| {
@@ -86,9 +86,7 @@ impl StatsService {
             (None, None) => self.next_period().await?,
             (from, to) => {
                 let end = to.unwrap_or_else(|| self.now());
-                let start = from.unwrap_or(
-                    end - Duration::days(i64::from(self.settings.submission.interval_days)),
-                );
+                let start = from.unwrap_or(end - self.settings.submission.interval());
                 (start, end)
             }
         };

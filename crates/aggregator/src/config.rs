@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat};
+use printernizer_stats_shared::bounded::Bounded;
 use printernizer_stats_shared::log_level::LogLevel;
 use printernizer_stats_shared::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -56,13 +57,13 @@ pub struct AggregatorSettings {
     #[serde(skip_serializing)]
     pub api_keys: Vec<Secret>,
     /// Accepted submissions per installation and hour (1–1000).
-    pub rate_limit_per_hour: u32,
+    pub rate_limit_per_hour: Bounded<1, 1000>,
     /// Largest accepted request body (1 KiB – 16 MiB).
-    pub max_body_bytes: usize,
+    pub max_body_bytes: Bounded<1024, { 16 * 1024 * 1024 }>,
     /// Submissions older than this many days are deleted (1–3650).
-    pub retention_days: u32,
+    pub retention_days: Bounded<1, 3650>,
     /// `/stats/overview` folds every bucket with fewer installations into `other` (1–1000).
-    pub k_anonymity: u32,
+    pub k_anonymity: Bounded<1, 1000>,
 }
 
 impl Default for AggregatorSettings {
@@ -71,10 +72,10 @@ impl Default for AggregatorSettings {
             bind: "127.0.0.1:8080".into(),
             database_url: "sqlite://aggregator.db".into(),
             api_keys: Vec::new(),
-            rate_limit_per_hour: 1,
-            max_body_bytes: 64 * 1024,
-            retention_days: 730,
-            k_anonymity: 5,
+            rate_limit_per_hour: Bounded::of(1),
+            max_body_bytes: Bounded::of(64 * 1024),
+            retention_days: Bounded::of(730),
+            k_anonymity: Bounded::of(5),
         }
     }
 }
@@ -85,7 +86,8 @@ impl AggregatorSettings {
         self.api_keys.iter().filter_map(Secret::non_blank).collect()
     }
 
-    /// Checks every value's range; the error names the key.
+    /// Checks what the types cannot (the address, the database URL); the error names the key.
+    /// Numbers are [`Bounded`]: out of range, they fail to load, naming the key.
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, msg: String| Err(Error::Config(format!("`{key}`: {msg}")));
         if self.bind.parse::<std::net::SocketAddr>().is_err() {
@@ -96,35 +98,6 @@ impl AggregatorSettings {
         }
         if let Err(e) = DatabaseUrl::parse(&self.database_url) {
             return bad("aggregator.database_url", e);
-        }
-        for (key, value, range) in [
-            (
-                "aggregator.rate_limit_per_hour",
-                self.rate_limit_per_hour as usize,
-                1..=1000,
-            ),
-            (
-                "aggregator.max_body_bytes",
-                self.max_body_bytes,
-                1024..=16 * 1024 * 1024,
-            ),
-            (
-                "aggregator.retention_days",
-                self.retention_days as usize,
-                1..=3650,
-            ),
-            (
-                "aggregator.k_anonymity",
-                self.k_anonymity as usize,
-                1..=1000,
-            ),
-        ] {
-            if !range.contains(&value) {
-                return bad(
-                    key,
-                    format!("{value} is out of range {}–{}", range.start(), range.end()),
-                );
-            }
         }
         Ok(())
     }

@@ -126,10 +126,11 @@ impl<S: SubmissionStore> App<S> {
                 .iter()
                 .map(|k| api::key_digest(k))
                 .collect(),
-            rate_limit: RateLimit::per_hour(settings.rate_limit_per_hour),
-            max_body_bytes: settings.max_body_bytes,
-            k_anonymity: settings.k_anonymity,
-            retention: Duration::days(i64::from(settings.retention_days)),
+            // The bounds (≤ 1000, ≤ 16 MiB, ≤ 3650 days) make these conversions exact.
+            rate_limit: RateLimit::per_hour(settings.rate_limit_per_hour.get() as u32),
+            max_body_bytes: settings.max_body_bytes.get() as usize,
+            k_anonymity: settings.k_anonymity.get() as u32,
+            retention: Duration::days(settings.retention_days.get() as i64),
             metrics: Metrics::default(),
         })
     }

@@ -108,7 +108,10 @@ async fn submit_stores_what_was_sent_and_summarizes(kind: Kind) {
 }
 
 async fn idempotent_retries_return_the_original_id(kind: Kind) {
-    let server = Server::start(kind, |s| s.rate_limit_per_hour = 1).await;
+    let server = Server::start(kind, |s| {
+        s.rate_limit_per_hour = 1.try_into().expect("in range")
+    })
+    .await;
     let id = new_id();
     let body = report(&id, A, B);
     // An SQL-shaped key is just a key.
@@ -144,7 +147,10 @@ async fn idempotent_retries_return_the_original_id(kind: Kind) {
 }
 
 async fn rate_limit_answers_429_with_retry_after(kind: Kind) {
-    let server = Server::start(kind, |s| s.rate_limit_per_hour = 2).await;
+    let server = Server::start(kind, |s| {
+        s.rate_limit_per_hour = 2.try_into().expect("in range")
+    })
+    .await;
     let id = new_id();
     let periods = [
         ("2026-11-01T00:00:00Z", "2026-11-08T00:00:00Z"),
@@ -232,7 +238,10 @@ async fn burst(bases: &[String], id: &str, n: usize) -> (usize, usize) {
 
 async fn concurrent_submits_accept_exactly_the_limit(kind: Kind) {
     for limit in [1u32, 3] {
-        let server = Server::start(kind, |s| s.rate_limit_per_hour = limit).await;
+        let server = Server::start(kind, |s| {
+            s.rate_limit_per_hour = u64::from(limit).try_into().expect("in range")
+        })
+        .await;
         let (ok, limited) = burst(std::slice::from_ref(&server.base), &new_id(), 100).await;
         assert_eq!((ok, limited), (limit as usize, 100 - limit as usize));
         assert_eq!(server.total().await, u64::from(limit));
@@ -288,7 +297,10 @@ async fn api_keys_guard_everything_but_health(kind: Kind) {
 }
 
 async fn hostile_input_gets_4xx_and_stores_nothing(kind: Kind) {
-    let server = Server::start(kind, |s| s.rate_limit_per_hour = 1000).await;
+    let server = Server::start(kind, |s| {
+        s.rate_limit_per_hour = 1000.try_into().expect("in range")
+    })
+    .await;
     let id = new_id();
     let good = report(&id, A, B);
     let with = |path: &[&str], v: Value| {
@@ -451,7 +463,10 @@ async fn hostile_input_gets_4xx_and_stores_nothing(kind: Kind) {
 }
 
 async fn delete_installation_removes_everything_of_that_id(kind: Kind) {
-    let server = Server::start(kind, |s| s.rate_limit_per_hour = 1).await;
+    let server = Server::start(kind, |s| {
+        s.rate_limit_per_hour = 1.try_into().expect("in range")
+    })
+    .await;
     let (gone, kept) = (new_id(), new_id());
     assert_eq!(
         post(&server, &report(&gone, A, B), None).await.0,
@@ -503,7 +518,7 @@ async fn delete_installation_removes_everything_of_that_id(kind: Kind) {
 }
 
 async fn overview_folds_small_buckets(kind: Kind) {
-    let server = Server::start(kind, |s| s.k_anonymity = 3).await;
+    let server = Server::start(kind, |s| s.k_anonymity = 3.try_into().expect("in range")).await;
     // 4 German installations on linux, 1 in France on windows with a klipper printer.
     for i in 0..5 {
         let mut body = report(&new_id(), A, B);
@@ -556,7 +571,10 @@ async fn overview_folds_small_buckets(kind: Kind) {
 }
 
 async fn retention_deletes_old_submissions(kind: Kind) {
-    let server = Server::start(kind, |s| s.retention_days = 730).await;
+    let server = Server::start(kind, |s| {
+        s.retention_days = 730.try_into().expect("in range")
+    })
+    .await;
     let old = new_id();
     assert_eq!(
         post(&server, &report(&old, A, B), None).await.0,

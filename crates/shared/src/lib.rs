@@ -9,12 +9,14 @@
 //!   add-on's sanitizer and the server's validation use the same words.
 //! * [`time`] — how timestamps are written, read and accepted from producers.
 //! * [`clock`] — "now" behind a trait, so tests move time instead of sleeping.
+//! * [`bounded`] — integers that cannot leave their range (configuration values).
 //! * [`log_level`] — the `log_level` setting both programs read from the same config keys.
 //! * [`secret`] — a configured secret (password, API key, token) that never shows in a log.
 //!
 //! The crate has no I/O and depends only on `chrono`, `serde` and `secrecy`, so neither program pulls the
 //! other's dependencies through it.
 
+pub mod bounded;
 pub mod clock;
 pub mod log_level;
 pub mod report;
