@@ -12,19 +12,12 @@
 //!   period: sums are SQL, never JSON parsing (see [`super::rollup`]);
 //! * `usage_fleet` (printers seen per hour) and `usage_counters` (running totals) are new.
 
-use rusqlite::{Connection, Transaction};
+use printernizer_stats_shared::sqlite_schema::{self, MigrationError};
+use rusqlite::Connection;
 
 use crate::{Error, Result};
 
-/// One schema step.
-pub struct Migration {
-    /// What the step does.
-    pub name: &'static str,
-    /// SQL that moves from version `n-1` to `n`.
-    pub up: &'static str,
-    /// SQL that moves from version `n` back to `n-1`.
-    pub down: &'static str,
-}
+pub use printernizer_stats_shared::sqlite_schema::{Migration, current_version, schema_dump};
 
 /// All migrations; migration `i` brings the schema to version `i + 1`.
 pub const MIGRATIONS: &[Migration] = &[
@@ -161,78 +154,10 @@ pub fn latest_version() -> u32 {
     MIGRATIONS.len() as u32
 }
 
-/// The database's current schema version.
-pub fn current_version(conn: &Connection) -> Result<u32> {
-    Ok(conn.pragma_query_value(None, "user_version", |r| r.get::<_, u32>(0))?)
-}
-
-/// Migrates up or down to `target`, one transaction per step.
+/// Migrates up or down to `target`, one transaction per step (the shared runner).
 pub fn migrate_to(conn: &mut Connection, target: u32) -> Result<()> {
-    let latest = latest_version();
-    if target > latest {
-        return Err(Error::Schema(format!(
-            "target version {target} is newer than this program's {latest}"
-        )));
-    }
-    let mut version = current_version(conn)?;
-    if version > latest {
-        return Err(Error::Schema(format!(
-            "database schema version {version} is newer than this program understands \
-             ({latest}); upgrade printernizer-stats"
-        )));
-    }
-    while version != target {
-        let tx = conn.transaction()?;
-        if version < target {
-            step(&tx, &MIGRATIONS[version as usize], true, version + 1)?;
-            version += 1;
-        } else {
-            step(&tx, &MIGRATIONS[version as usize - 1], false, version - 1)?;
-            version -= 1;
-        }
-        tx.commit()?;
-    }
-    Ok(())
-}
-
-fn step(tx: &Transaction<'_>, m: &Migration, up: bool, new_version: u32) -> Result<()> {
-    tx.execute_batch(if up { m.up } else { m.down })
-        .map_err(|e| {
-            Error::Schema(format!(
-                "migration `{}` ({}) failed: {e}",
-                m.name,
-                if up { "up" } else { "down" }
-            ))
-        })?;
-    tx.pragma_update(None, "user_version", new_version)?;
-    tracing::debug!(
-        version = new_version,
-        migration = m.name,
-        direction = if up { "up" } else { "down" },
-        "schema migrated"
-    );
-    Ok(())
-}
-
-/// The schema as text (sorted `sqlite_master` entries), for comparing migrations.
-pub fn schema_dump(conn: &Connection) -> Result<String> {
-    let mut stmt = conn.prepare(
-        "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_master \
-         WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(format!(
-            "{} {} {} {}",
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?
-        ))
-    })?;
-    let mut out = String::new();
-    for row in rows {
-        out.push_str(&row?);
-        out.push('\n');
-    }
-    Ok(out)
+    sqlite_schema::migrate_to(conn, MIGRATIONS, target).map_err(|e| match e {
+        MigrationError::Sqlite(e) => Error::Database(e),
+        other => Error::Schema(other.to_string()),
+    })
 }

@@ -8,12 +8,13 @@
 //! * [`vocab`] — the fixed vocabulary every stored or submitted string is matched against: the
 //!   add-on's sanitizer and the server's validation use the same words.
 //! * [`time`] — how timestamps are written, read and accepted from producers.
+//! * `sqlite_schema` (feature `sqlite`) — the one SQLite migration runner both programs use.
 //! * [`clock`] — "now" behind a trait, so tests move time instead of sleeping.
 //! * [`bounded`] — integers that cannot leave their range (configuration values).
 //! * [`log_level`] — the `log_level` setting both programs read from the same config keys.
 //! * [`secret`] — a configured secret (password, API key, token) that never shows in a log.
 //!
-//! The crate has no I/O and depends only on `chrono`, `serde` and `secrecy`, so neither program pulls the
+//! Without features the crate has no I/O and depends only on `chrono`, `serde` and `secrecy`, so neither program pulls the
 //! other's dependencies through it.
 
 pub mod bounded;
@@ -21,5 +22,7 @@ pub mod clock;
 pub mod log_level;
 pub mod report;
 pub mod secret;
+#[cfg(feature = "sqlite")]
+pub mod sqlite_schema;
 pub mod time;
 pub mod vocab;

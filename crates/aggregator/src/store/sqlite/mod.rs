@@ -219,7 +219,7 @@ mod tests {
         let known = Uuid::new_v4();
         {
             let conn = Connection::open(&path).expect("open");
-            conn.execute_batch(MIGRATIONS[0]).expect("v1 schema");
+            conn.execute_batch(MIGRATIONS[0].up).expect("v1 schema");
             conn.pragma_update(None, "user_version", 1)
                 .expect("version");
             conn.execute(
@@ -258,6 +258,31 @@ mod tests {
             .await
             .expect("version");
         assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn every_migration_goes_down_and_up_again_keeping_rows() {
+        use printernizer_stats_shared::sqlite_schema::{migrate_to, schema_dump};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut conn = Connection::open(dir.path().join("agg.db")).expect("open");
+        let latest = MIGRATIONS.len() as u32;
+        migrate_to(&mut conn, MIGRATIONS, latest).expect("up");
+        let schema = schema_dump(&conn).expect("dump");
+        conn.execute(
+            "INSERT INTO submissions VALUES (3, 'i', NULL, 'r', '1.0', 's', 'f', 'a', 'b', 7, '2.7.0',
+             '3.11.7', 'linux', 'docker', 'DE', 1, '{}', 2, 1, 1, 0, 0, 10, '{}', '{}')",
+            [],
+        )
+        .expect("row");
+        migrate_to(&mut conn, MIGRATIONS, 1).expect("down to 1");
+        migrate_to(&mut conn, MIGRATIONS, latest).expect("up again");
+        assert_eq!(schema_dump(&conn).expect("dump"), schema);
+        let id: i64 = conn
+            .query_row("SELECT id FROM submissions", [], |r| r.get(0))
+            .expect("the row survived");
+        assert_eq!(id, 3);
+        migrate_to(&mut conn, MIGRATIONS, 0).expect("down to 0");
+        assert_eq!(schema_dump(&conn).expect("dump"), "");
     }
 
     /// Without the hand-over to the writer, a WAL written without a pause grows by every frame:
