@@ -4,12 +4,15 @@
 //! |---|---|
 //! | `POST /submit` | validate → 422 field errors; > `max_body_bytes` → 413; duplicate → 200 with the original id; over the limit → 429 + `Retry-After` |
 //! | `DELETE /installation/{id}` | every submission and the rate-limit row of `id`; `deleted_count` may be 0 (deletion is idempotent) |
-//! | `GET /health` | `{"status":"healthy","database":"ok",…}`, 503 when the database does not answer; never needs a key |
+//! | `GET /` | `{"service","status":"healthy","version"}` like upstream's; never needs a key |
+//! | `GET /health` | `{"status":"healthy","database":"connected",…}`; 503 with `"database":"unreachable"` when the database does not answer (upstream never checks); never needs a key |
 //! | `GET /stats/summary` | `{total_submissions, unique_installations, latest_submission_at, timestamp}` |
 //! | `GET /stats/overview?weeks=N` | see [`super::overview`] |
 //!
 //! Errors are JSON `{"detail": …}` like FastAPI's. When API keys are configured, every route but
-//! `/health` needs a valid `X-API-Key` (401 otherwise). Nothing here reads or logs the peer's
+//! `/` and `/health` needs a valid `X-API-Key`: 401 with `WWW-Authenticate` otherwise (upstream
+//! answers 403 for a missing key and 401 for a wrong one; both are "not authenticated", which is
+//! what 401 means — docs/aggregator.md lists the differences). Nothing here reads or logs the peer's
 //! address, and request bodies are never logged.
 
 use std::sync::Arc;
@@ -70,6 +73,7 @@ pub fn router<S: SubmissionStore>(app: Arc<App<S>>) -> Router {
             require_key::<S>,
         ));
     Router::new()
+        .route("/", get(root))
         .route("/health", get(health::<S>))
         .merge(protected)
         .fallback(|| async { detail(StatusCode::NOT_FOUND, "Not Found") })
@@ -104,12 +108,29 @@ async fn require_key<S: SubmissionStore>(
         .map(key_digest);
     match given {
         Some(d) if app.api_keys.contains(&d) => next.run(request).await,
-        Some(_) => detail(StatusCode::UNAUTHORIZED, "Invalid API key"),
-        None => detail(
-            StatusCode::UNAUTHORIZED,
-            "Missing API key (X-API-Key header)",
-        ),
+        Some(_) => unauthorized("Invalid API key"),
+        None => unauthorized("Missing API key (X-API-Key header)"),
     }
+}
+
+/// 401 with the challenge RFC 9110 asks for: which header carries the key.
+fn unauthorized(why: &str) -> Response {
+    let mut response = detail(StatusCode::UNAUTHORIZED, why);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("ApiKey realm=\"printernizer-stats\", header=\"X-API-Key\""),
+    );
+    response
+}
+
+/// `GET /`: what the service is (upstream's shape).
+async fn root() -> Response {
+    Json(json!({
+        "service": "Printernizer Usage Statistics Aggregation",
+        "status": "healthy",
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+    .into_response()
 }
 
 async fn submit<S: SubmissionStore>(
@@ -222,7 +243,7 @@ async fn health<S: SubmissionStore>(State(app): State<Arc<App<S>>>) -> Response 
     match app.store.health().await {
         Ok(()) => Json(json!({
             "status": "healthy",
-            "database": "ok",
+            "database": "connected",
             "backend": app.backend,
             "version": env!("CARGO_PKG_VERSION"),
             "counters": app.metrics.snapshot(),

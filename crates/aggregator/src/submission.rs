@@ -194,11 +194,16 @@ pub fn validate(
         errors.push(FieldError::new(loc, msg, "value_error"));
     };
 
+    // `1.x` or `1.x.y` (upstream's clients send `1.0.0`).
     let schema_ok = report
         .schema_version
         .strip_prefix("1.")
-        .is_some_and(|minor| {
-            !minor.is_empty() && minor.len() <= 3 && minor.bytes().all(|b| b.is_ascii_digit())
+        .is_some_and(|rest| {
+            let parts: Vec<&str> = rest.split('.').collect();
+            parts.len() <= 2
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
         });
     if !schema_ok {
         fail(
@@ -439,6 +444,21 @@ mod tests {
         assert!(!s.feature_usage.contains_key("my-secret-flag"));
         assert_eq!(s.feature_usage.get("library_enabled"), Some(&true));
         assert_eq!(s.idempotency_key.as_deref(), Some("key-1"));
+    }
+
+    #[test]
+    fn upstream_clients_schema_and_python_str_datetimes_are_accepted() {
+        let mut b = body();
+        b["schema_version"] = json!("1.0.0");
+        b["submission_timestamp"] = json!("2026-11-28 11:00:00.123456");
+        b["period"]["start"] = json!("2026-11-21 00:00:00");
+        let s = check(&b).expect("valid");
+        assert_eq!(s.schema_version, "1.0.0");
+        assert_eq!(s.submission_timestamp.timestamp_subsec_micros(), 123_456);
+        for bad in ["2.0.0", "1.0.0.0", "1.", "1.x", "1.0.", "v1.0"] {
+            b["schema_version"] = json!(bad);
+            assert!(check(&b).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -74,7 +74,14 @@ async fn submit_stores_what_was_sent_and_summarizes(kind: Kind) {
     let server = Server::start(kind, |_| {}).await;
     let (status, health) = get(&server, "/health").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(health["database"], "ok");
+    assert_eq!(health["database"], "connected", "upstream's word");
+    let (status, root) = get(&server, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(root["status"], "healthy");
+    assert!(
+        root["service"].is_string() && root["version"].is_string(),
+        "{root}"
+    );
 
     let id = new_id();
     let (status, body) = post(&server, &report(&id, A, B), Some("k-1")).await;
@@ -260,6 +267,16 @@ async fn api_keys_guard_everything_but_health(kind: Kind) {
     };
     let missing = send(None).await.expect("send");
     assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+    let challenge = missing
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        challenge.contains("X-API-Key"),
+        "401 names the header: {challenge:?}"
+    );
     let detail: Value = missing.json().await.expect("json");
     assert!(detail["detail"].is_string());
     assert_eq!(
@@ -284,6 +301,7 @@ async fn api_keys_guard_everything_but_health(kind: Kind) {
         .expect("send");
     assert_eq!(del.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(get(&server, "/health").await.0, StatusCode::OK);
+    assert_eq!(get(&server, "/").await.0, StatusCode::OK, "/ needs no key");
     let summary: Value = http()
         .get(server.url("/stats/summary"))
         .header("X-API-Key", "k1")
