@@ -32,10 +32,10 @@ use sha2::{Digest, Sha256};
 use tower_http::catch_panic::CatchPanicLayer;
 use uuid::Uuid;
 
-use crate::App;
 use crate::overview::OverviewBuilder;
-use crate::store::{SubmissionStore, SubmitOutcome};
+use crate::store::{Dimension, SubmissionStore, SubmitOutcome};
 use crate::submission;
+use crate::{App, analytics};
 
 /// Default `/stats/overview` window.
 pub const DEFAULT_WEEKS: u32 = 12;
@@ -68,6 +68,9 @@ pub fn router<S: SubmissionStore>(app: Arc<App<S>>) -> Router {
         )
         .route("/stats/summary", get(summary::<S>))
         .route("/stats/overview", get(overview::<S>))
+        .route("/stats/deployment-modes", get(deployment_modes::<S>))
+        .route("/stats/versions", get(versions::<S>))
+        .route("/stats/geography", get(geography::<S>))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             require_key::<S>,
@@ -283,6 +286,94 @@ async fn summary<S: SubmissionStore>(State(app): State<Arc<App<S>>>) -> Response
 #[derive(Debug, Deserialize)]
 struct OverviewQuery {
     weeks: Option<String>,
+}
+
+/// The distribution routes ([`crate::analytics`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    DeploymentModes,
+    Versions,
+    Geography,
+}
+
+/// `?days=` (1–3650; default: everything stored) and `?limit=` (1–100).
+#[derive(Debug, Deserialize)]
+struct DistributionQuery {
+    days: Option<String>,
+    limit: Option<String>,
+}
+
+/// A query parameter from 1 to `max`; the error names it.
+fn bounded_param(value: Option<&str>, name: &str, max: u32) -> Result<Option<u32>, String> {
+    match value.map(str::parse::<u32>) {
+        None => Ok(None),
+        Some(Ok(n)) if (1..=max).contains(&n) => Ok(Some(n)),
+        Some(_) => Err(format!("`{name}` must be a whole number from 1 to {max}")),
+    }
+}
+
+async fn deployment_modes<S: SubmissionStore>(
+    State(app): State<Arc<App<S>>>,
+    Query(q): Query<DistributionQuery>,
+) -> Response {
+    distribution(&app, &q, Route::DeploymentModes).await
+}
+
+async fn versions<S: SubmissionStore>(
+    State(app): State<Arc<App<S>>>,
+    Query(q): Query<DistributionQuery>,
+) -> Response {
+    distribution(&app, &q, Route::Versions).await
+}
+
+async fn geography<S: SubmissionStore>(
+    State(app): State<Arc<App<S>>>,
+    Query(q): Query<DistributionQuery>,
+) -> Response {
+    distribution(&app, &q, Route::Geography).await
+}
+
+async fn distribution<S: SubmissionStore>(
+    app: &App<S>,
+    q: &DistributionQuery,
+    route: Route,
+) -> Response {
+    let params = bounded_param(q.days.as_deref(), "days", 3650)
+        .and_then(|d| Ok((d, bounded_param(q.limit.as_deref(), "limit", 100)?)));
+    let (days, limit) = match params {
+        Ok(p) => p,
+        Err(msg) => {
+            let name = if msg.starts_with("`days`") {
+                "days"
+            } else {
+                "limit"
+            };
+            return detail(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!([{"loc": ["query", name], "msg": msg, "type": "value_error"}]),
+            );
+        }
+    };
+    // Without `days`: everything stored (every report is newer than 1970).
+    let since = days.map_or(chrono::DateTime::<Utc>::UNIX_EPOCH, |d| {
+        app.clock.now() - Duration::days(i64::from(d))
+    });
+    let dimension = match route {
+        Route::DeploymentModes => Dimension::DeploymentMode,
+        Route::Versions => Dimension::AppVersion,
+        Route::Geography => Dimension::CountryCode,
+    };
+    let counts = match app.store.distribution(dimension, since).await {
+        Ok(c) => c,
+        Err(e) => return unavailable("reading a distribution", &e),
+    };
+    let k = app.k_anonymity;
+    Json(match route {
+        Route::DeploymentModes => analytics::deployment_modes(counts, k),
+        Route::Versions => analytics::versions(counts, k, limit.unwrap_or(10) as usize),
+        Route::Geography => analytics::geography(counts, k, limit.unwrap_or(20) as usize),
+    })
+    .into_response()
 }
 
 async fn overview<S: SubmissionStore>(

@@ -21,6 +21,7 @@
 //! Storage is SQLite by default (one writer thread) or PostgreSQL (`postgres://…`), behind the
 //! [`store::SubmissionStore`] trait; the handlers are generic over it.
 
+pub mod analytics;
 pub mod api;
 pub mod config;
 pub mod error;

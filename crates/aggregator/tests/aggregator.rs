@@ -65,6 +65,7 @@ on_both_backends!(
     overview_folds_small_buckets,
     retention_deletes_old_submissions,
     unknown_routes_and_methods_answer_json,
+    distributions_count_latest_reports_k_anonymously,
 );
 
 const A: &str = "2026-11-20T00:00:00Z";
@@ -700,4 +701,71 @@ async fn postgres_outage_is_503_not_a_panic() {
     let (s, v) = get(&server, "/health").await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(v["database"], "unreachable");
+}
+
+/// `/stats/deployment-modes`, `/stats/versions`, `/stats/geography`: each installation counted
+/// once, by its latest report; buckets under k folded into `other`; no installation id.
+async fn distributions_count_latest_reports_k_anonymously(kind: Kind) {
+    let server = Server::start(kind, |s| {
+        s.k_anonymity = 3u64.try_into().expect("in range");
+        s.rate_limit_per_hour = 10u64.try_into().expect("in range");
+    })
+    .await;
+    let fleet: &[(&str, &str, &str, u32)] = &[
+        ("docker", "DE", "2.7.0", 6),
+        ("homeassistant", "AT", "2.8.0", 4),
+        ("pi", "DE", "2.7.0", 2),
+        ("standalone", "CH", "2.6.0", 1),
+    ];
+    let mut ids = Vec::new();
+    for (mode, country, version, n) in fleet {
+        for _ in 0..*n {
+            let id = new_id();
+            let mut body = report(&id, A, B);
+            body["installation"]["deployment_mode"] = json!(mode);
+            body["installation"]["country_code"] = json!(country);
+            body["installation"]["app_version"] = json!(version);
+            let (s, v) = post(&server, &body, None).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            ids.push(id);
+        }
+    }
+    // One docker installation moves to Home Assistant: only its latest report counts.
+    let mut body = report(&ids[0], B, "2026-11-28T00:00:00Z");
+    body["installation"]["deployment_mode"] = json!("homeassistant");
+    body["installation"]["country_code"] = json!("AT");
+    body["installation"]["app_version"] = json!("2.8.0");
+    assert_eq!(post(&server, &body, None).await.0, StatusCode::OK);
+
+    let (s, modes) = get(&server, "/stats/deployment-modes").await;
+    assert_eq!(s, StatusCode::OK, "{modes}");
+    assert_eq!(
+        modes["breakdown"],
+        json!({"docker": 5, "homeassistant": 5, "other": 3}),
+        "pi (2) and standalone (1) folded"
+    );
+    assert_eq!(modes["total"], 13);
+    assert_eq!(modes["k_anonymity"], 3);
+    let (_, versions) = get(&server, "/stats/versions").await;
+    // 2.6.0 (1) alone would be an `other` under k: the smallest kept bucket (2.8.0) joins it.
+    assert_eq!(
+        versions["versions"],
+        json!([
+            {"version": "2.7.0", "count": 7, "percentage": 53.8},
+            {"version": "other", "count": 6, "percentage": 46.2}
+        ])
+    );
+    assert_eq!(versions["latest_version"], "2.7.0");
+    let (_, geo) = get(&server, "/stats/geography?limit=5").await;
+    for c in geo["countries"].as_array().expect("countries") {
+        assert!(c["count"].as_u64().expect("count") >= 3, "{geo}");
+    }
+    for answer in [&modes, &versions, &geo] {
+        let text = answer.to_string();
+        assert!(ids.iter().all(|id| !text.contains(id.as_str())), "{text}");
+    }
+    let (s, v) = get(&server, "/stats/versions?limit=0").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, _) = get(&server, "/stats/geography?days=1").await;
+    assert_eq!(s, StatusCode::OK);
 }

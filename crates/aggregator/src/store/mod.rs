@@ -33,6 +33,7 @@
 mod postgres;
 mod sqlite;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 
@@ -96,6 +97,40 @@ impl RateLimit {
     }
 }
 
+/// A column the distributions group by, over each installation's latest report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dimension {
+    /// `deployment_mode`.
+    DeploymentMode,
+    /// `app_version` (Printernizer's).
+    AppVersion,
+    /// `country_code`.
+    CountryCode,
+}
+
+impl Dimension {
+    fn column(self) -> &'static str {
+        match self {
+            Dimension::DeploymentMode => "deployment_mode",
+            Dimension::AppVersion => "app_version",
+            Dimension::CountryCode => "country_code",
+        }
+    }
+
+    /// Installations per value of this column, each counted by its latest report (the highest
+    /// id) received at or after the `since` parameter — computed by the database, so memory
+    /// does not grow with the number of installations. `param` is the placeholder (`?1`, `$1`).
+    pub(crate) fn sql(self, param: &str) -> String {
+        let col = self.column();
+        format!(
+            "SELECT s.{col}, count(*) FROM submissions s
+               JOIN (SELECT max(id) AS id FROM submissions WHERE received_at >= {param}
+                      GROUP BY installation_id) latest ON s.id = latest.id
+              GROUP BY s.{col}"
+        )
+    }
+}
+
 /// Storage of the aggregation server. Every method is atomic.
 pub trait SubmissionStore: Send + Sync + 'static {
     /// Stores `s` unless it is a duplicate or over the rate limit (see the module docs).
@@ -126,6 +161,13 @@ pub trait SubmissionStore: Send + Sync + 'static {
         since: DateTime<Utc>,
         builder: OverviewBuilder,
     ) -> impl Future<Output = Result<OverviewBuilder>> + Send;
+
+    /// Installations per value of `dimension` (see [`Dimension::sql`]).
+    fn distribution(
+        &self,
+        dimension: Dimension,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<BTreeMap<String, u64>>> + Send;
 
     /// Whether the database answers.
     fn health(&self) -> impl Future<Output = Result<()>> + Send;

@@ -21,7 +21,7 @@ use tokio_postgres::types::Json;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
-use super::{RateLimit, SubmissionStore, SubmitOutcome, Summary};
+use super::{Dimension, RateLimit, SubmissionStore, SubmitOutcome, Summary};
 use crate::overview::{OverviewBuilder, ReportRow};
 use crate::submission::Submission;
 use crate::{Error, Result};
@@ -327,6 +327,19 @@ impl SubmissionStore for PgStore {
             unique_installations: row.get::<_, i64>(1).max(0) as u64,
             latest_submission_at: row.get(2),
         })
+    }
+
+    async fn distribution(
+        &self,
+        dimension: Dimension,
+        since: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, u64>> {
+        let client = self.pool.get().await?;
+        let rows = client.query(&dimension.sql("$1"), &[&since]).await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).max(0) as u64))
+            .collect())
     }
 
     async fn overview(

@@ -10,7 +10,7 @@ use super::SqliteStore;
 use super::writer::{Command, Row};
 use crate::Result;
 use crate::overview::{OverviewBuilder, ReportRow};
-use crate::store::{RateLimit, SubmissionStore, SubmitOutcome, Summary, fmt_ts};
+use crate::store::{Dimension, RateLimit, SubmissionStore, SubmitOutcome, Summary, fmt_ts};
 use crate::submission::Submission;
 
 fn json_map<V: serde::de::DeserializeOwned>(text: &str) -> BTreeMap<String, V> {
@@ -53,6 +53,21 @@ impl SubmissionStore for SqliteStore {
                     .as_deref()
                     .and_then(printernizer_stats_shared::time::parse_ts),
             })
+        })
+        .await
+    }
+
+    async fn distribution(
+        &self,
+        dimension: Dimension,
+        since: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, u64>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&dimension.sql("?1"))?;
+            let rows = stmt.query_map([fmt_ts(since)], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<BTreeMap<_, _>>>()?)
         })
         .await
     }
