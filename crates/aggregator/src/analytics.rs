@@ -1,5 +1,5 @@
 //! The distribution routes of upstream's analytics (`/stats/deployment-modes`,
-//! `/stats/versions`, `/stats/geography`), k-anonymous.
+//! `/stats/versions`, `/stats/geography`, `/stats/printers`), k-anonymous.
 //!
 //! The database counts installations per value over each installation's latest report
 //! ([`crate::store::Dimension`]); here only the few resulting buckets are folded and shaped,
@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::overview::{Bucket, OTHER, fold_small};
+use crate::store::Fleet;
 
 /// Installations per bucket after folding every bucket under `k` into `other`.
 pub fn k_anonymous(counts: BTreeMap<String, u64>, k: u32) -> BTreeMap<String, u64> {
@@ -109,6 +110,28 @@ pub fn versions(counts: BTreeMap<String, u64>, k: u32, limit: usize) -> Value {
         "adoption_rate_latest": latest.map_or(0.0, |l| percent(l.2, total)),
         "total_versions": counts.keys().filter(|v| *v != OTHER).count(),
         "total_installations": total,
+        "k_anonymity": k,
+    })
+}
+
+/// `GET /stats/printers`: the fleet over each installation's latest report; printer types
+/// folded by the installations that have them.
+pub fn printers(fleet: Fleet, k: u32) -> Value {
+    let types = fold_small(fleet.types, u64::from(k.max(1)));
+    let average = if fleet.installations == 0 {
+        0.0
+    } else {
+        (fleet.printers as f64 / fleet.installations as f64 * 10.0).round() / 10.0
+    };
+    json!({
+        "total_printers": fleet.printers,
+        "total_installations": fleet.installations,
+        "average_per_installation": average,
+        "types": types.iter().map(|(t, b)| (t.clone(), b.total)).collect::<BTreeMap<_, _>>(),
+        "type_installations": types
+            .iter()
+            .map(|(t, b)| (t.clone(), b.installations))
+            .collect::<BTreeMap<_, _>>(),
         "k_anonymity": k,
     })
 }

@@ -71,6 +71,7 @@ pub fn router<S: SubmissionStore>(app: Arc<App<S>>) -> Router {
         .route("/stats/deployment-modes", get(deployment_modes::<S>))
         .route("/stats/versions", get(versions::<S>))
         .route("/stats/geography", get(geography::<S>))
+        .route("/stats/printers", get(printers::<S>))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             require_key::<S>,
@@ -331,6 +332,28 @@ async fn geography<S: SubmissionStore>(
     Query(q): Query<DistributionQuery>,
 ) -> Response {
     distribution(&app, &q, Route::Geography).await
+}
+
+async fn printers<S: SubmissionStore>(
+    State(app): State<Arc<App<S>>>,
+    Query(q): Query<DistributionQuery>,
+) -> Response {
+    let days = match bounded_param(q.days.as_deref(), "days", 3650) {
+        Ok(d) => d,
+        Err(msg) => {
+            return detail(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!([{"loc": ["query", "days"], "msg": msg, "type": "value_error"}]),
+            );
+        }
+    };
+    let since = days.map_or(chrono::DateTime::<Utc>::UNIX_EPOCH, |d| {
+        app.clock.now() - Duration::days(i64::from(d))
+    });
+    match app.store.fleet(since).await {
+        Ok(fleet) => Json(analytics::printers(fleet, app.k_anonymity)).into_response(),
+        Err(e) => unavailable("reading the fleet", &e),
+    }
 }
 
 async fn distribution<S: SubmissionStore>(

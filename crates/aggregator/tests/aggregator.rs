@@ -735,6 +735,8 @@ async fn distributions_count_latest_reports_k_anonymously(kind: Kind) {
     body["installation"]["deployment_mode"] = json!("homeassistant");
     body["installation"]["country_code"] = json!("AT");
     body["installation"]["app_version"] = json!("2.8.0");
+    body["printer_fleet"] = json!({"printer_count": 1, "printer_types": ["klipper"],
+                                   "printer_type_counts": {"klipper": 1}});
     assert_eq!(post(&server, &body, None).await.0, StatusCode::OK);
 
     let (s, modes) = get(&server, "/stats/deployment-modes").await;
@@ -760,7 +762,26 @@ async fn distributions_count_latest_reports_k_anonymously(kind: Kind) {
     for c in geo["countries"].as_array().expect("countries") {
         assert!(c["count"].as_u64().expect("count") >= 3, "{geo}");
     }
-    for answer in [&modes, &versions, &geo] {
+    // Printers: 12 installations report 3 (2 bambu_lab, 1 prusa), the moved one 1 klipper.
+    let (s, printers) = get(&server, "/stats/printers").await;
+    assert_eq!(s, StatusCode::OK, "{printers}");
+    assert_eq!(printers["total_installations"], 13);
+    assert_eq!(printers["total_printers"], 37);
+    assert_eq!(printers["average_per_installation"], 2.8);
+    let types = printers["types"].as_object().expect("types");
+    assert!(
+        !types.contains_key("klipper"),
+        "one installation's type is folded: {printers}"
+    );
+    assert_eq!(types.values().filter_map(Value::as_u64).sum::<u64>(), 37);
+    for n in printers["type_installations"]
+        .as_object()
+        .expect("obj")
+        .values()
+    {
+        assert!(n.as_u64().expect("count") >= 3, "{printers}");
+    }
+    for answer in [&modes, &versions, &geo, &printers] {
         let text = answer.to_string();
         assert!(ids.iter().all(|id| !text.contains(id.as_str())), "{text}");
     }

@@ -123,12 +123,40 @@ impl Dimension {
     pub(crate) fn sql(self, param: &str) -> String {
         let col = self.column();
         format!(
-            "SELECT s.{col}, count(*) FROM submissions s
-               JOIN (SELECT max(id) AS id FROM submissions WHERE received_at >= {param}
-                      GROUP BY installation_id) latest ON s.id = latest.id
-              GROUP BY s.{col}"
+            "SELECT s.{col}, count(*) FROM submissions s JOIN {} latest ON s.id = latest.id
+              GROUP BY s.{col}",
+            latest_reports(param)
         )
     }
+}
+
+/// The subquery of each installation's latest report (highest id) received at or after the
+/// parameter `param` (`?1`, `$1`): one row `id` per installation.
+pub(crate) fn latest_reports(param: &str) -> String {
+    format!(
+        "(SELECT max(id) AS id FROM submissions WHERE received_at >= {param}
+           GROUP BY installation_id)"
+    )
+}
+
+/// The fleet over each installation's latest report: what `/stats/printers` shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fleet {
+    /// Installations counted.
+    pub installations: u64,
+    /// Printers they report in all.
+    pub printers: u64,
+    /// Per printer type: installations that have it, and their printers of it.
+    pub types: BTreeMap<String, crate::overview::Bucket>,
+}
+
+/// The SQL of [`Fleet`]'s totals: `(installations, printers)`.
+pub(crate) fn fleet_totals_sql(param: &str) -> String {
+    format!(
+        "SELECT count(*), CAST(coalesce(sum(s.printer_count), 0) AS BIGINT)
+           FROM submissions s JOIN {} latest ON s.id = latest.id",
+        latest_reports(param)
+    )
 }
 
 /// Storage of the aggregation server. Every method is atomic.
@@ -168,6 +196,9 @@ pub trait SubmissionStore: Send + Sync + 'static {
         dimension: Dimension,
         since: DateTime<Utc>,
     ) -> impl Future<Output = Result<BTreeMap<String, u64>>> + Send;
+
+    /// The fleet over each installation's latest report received at or after `since`.
+    fn fleet(&self, since: DateTime<Utc>) -> impl Future<Output = Result<Fleet>> + Send;
 
     /// Whether the database answers.
     fn health(&self) -> impl Future<Output = Result<()>> + Send;

@@ -21,8 +21,11 @@ use tokio_postgres::types::Json;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
-use super::{Dimension, RateLimit, SubmissionStore, SubmitOutcome, Summary};
-use crate::overview::{OverviewBuilder, ReportRow};
+use super::{
+    Dimension, Fleet, RateLimit, SubmissionStore, SubmitOutcome, Summary, fleet_totals_sql,
+    latest_reports,
+};
+use crate::overview::{Bucket, OverviewBuilder, ReportRow};
 use crate::submission::Submission;
 use crate::{Error, Result};
 
@@ -340,6 +343,39 @@ impl SubmissionStore for PgStore {
             .iter()
             .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).max(0) as u64))
             .collect())
+    }
+
+    async fn fleet(&self, since: DateTime<Utc>) -> Result<Fleet> {
+        let client = self.pool.get().await?;
+        let totals = client.query_one(&fleet_totals_sql("$1"), &[&since]).await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT j.key, count(*), CAST(sum(CAST(j.value AS BIGINT)) AS BIGINT)
+                       FROM submissions s JOIN {} latest ON s.id = latest.id,
+                            jsonb_each_text(s.printer_type_counts) j
+                      GROUP BY j.key",
+                    latest_reports("$1")
+                ),
+                &[&since],
+            )
+            .await?;
+        Ok(Fleet {
+            installations: totals.get::<_, i64>(0).max(0) as u64,
+            printers: totals.get::<_, i64>(1).max(0) as u64,
+            types: rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.get::<_, String>(0),
+                        Bucket {
+                            installations: r.get::<_, i64>(1).max(0) as u64,
+                            total: r.get::<_, i64>(2).max(0) as u64,
+                        },
+                    )
+                })
+                .collect(),
+        })
     }
 
     async fn overview(

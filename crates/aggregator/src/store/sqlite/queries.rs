@@ -9,8 +9,12 @@ use uuid::Uuid;
 use super::SqliteStore;
 use super::writer::{Command, Row};
 use crate::Result;
+use crate::overview::Bucket;
 use crate::overview::{OverviewBuilder, ReportRow};
-use crate::store::{Dimension, RateLimit, SubmissionStore, SubmitOutcome, Summary, fmt_ts};
+use crate::store::{
+    Dimension, Fleet, RateLimit, SubmissionStore, SubmitOutcome, Summary, fleet_totals_sql, fmt_ts,
+    latest_reports,
+};
 use crate::submission::Submission;
 
 fn json_map<V: serde::de::DeserializeOwned>(text: &str) -> BTreeMap<String, V> {
@@ -68,6 +72,39 @@ impl SubmissionStore for SqliteStore {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
             })?;
             Ok(rows.collect::<rusqlite::Result<BTreeMap<_, _>>>()?)
+        })
+        .await
+    }
+
+    async fn fleet(&self, since: DateTime<Utc>) -> Result<Fleet> {
+        self.read(move |conn| {
+            let since = fmt_ts(since);
+            let (installations, printers): (i64, i64) = conn
+                .prepare_cached(&fleet_totals_sql("?1"))?
+                .query_row([&since], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT j.key, count(*), CAST(sum(j.value) AS INTEGER)
+                   FROM submissions s JOIN {} latest ON s.id = latest.id,
+                        json_each(s.printer_type_counts) j
+                  GROUP BY j.key",
+                latest_reports("?1")
+            ))?;
+            let types = stmt
+                .query_map([&since], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        Bucket {
+                            installations: r.get::<_, i64>(1)?.max(0) as u64,
+                            total: r.get::<_, i64>(2)?.max(0) as u64,
+                        },
+                    ))
+                })?
+                .collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
+            Ok(Fleet {
+                installations: installations.max(0) as u64,
+                printers: printers.max(0) as u64,
+                types,
+            })
         })
         .await
     }
