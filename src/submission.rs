@@ -36,6 +36,11 @@ pub const MIN_SUBMISSION_GAP: Duration = Duration::hours(1);
 pub const BACKOFF_START: Duration = Duration::minutes(1);
 /// Longest retry delay.
 pub const BACKOFF_MAX: Duration = Duration::hours(6);
+/// [`BACKOFF_START`] doubling to [`BACKOFF_MAX`], as the shared backoff.
+const DELIVERY_BACKOFF: Backoff = Backoff::new(
+    StdDuration::from_secs(BACKOFF_START.num_seconds() as u64),
+    StdDuration::from_secs(BACKOFF_MAX.num_seconds() as u64),
+);
 /// Delivery attempts kept in `usage_submission_log`.
 pub use crate::store::queue::LOG_KEEP;
 
@@ -450,11 +455,7 @@ impl Submitter {
 
     /// Exponential backoff with jitter: 1 min doubling to 6 h, then a random 50–100 % of it.
     fn backoff(&self, attempts: u32) -> Duration {
-        let backoff = Backoff::new(
-            BACKOFF_START.to_std().unwrap_or_default(),
-            BACKOFF_MAX.to_std().unwrap_or_default(),
-        );
-        Duration::from_std(backoff.jittered(attempts)).unwrap_or(BACKOFF_MAX)
+        Duration::from_std(DELIVERY_BACKOFF.jittered(attempts)).unwrap_or(BACKOFF_MAX)
     }
 
     async fn accepted(&self, pending: &Pending, now: DateTime<Utc>) -> Result<()> {

@@ -70,7 +70,7 @@ impl Shared {
             submitter,
             reconnect,
             redelivery_pending: std::sync::atomic::AtomicBool::new(false),
-            redelivery_backoff: Mutex::new(REDELIVERY_START),
+            redelivery_backoff: Mutex::new(REDELIVERY.start),
             stopping: std::sync::atomic::AtomicBool::new(false),
             configuration_url: None,
         }
@@ -301,11 +301,9 @@ async fn acknowledge(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Ack>) 
     }
 }
 
-/// First delay before asking the broker to redeliver after a failed write; doubles while writes
-/// keep failing.
-const REDELIVERY_START: Duration = Duration::from_secs(5);
-/// Longest delay between redelivery attempts.
-const REDELIVERY_MAX: Duration = Duration::from_secs(300);
+/// Delays before asking the broker to redeliver after a failed write: 5 s, doubling while
+/// writes keep failing, at most 5 min.
+const REDELIVERY: Backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
 
 /// A write failed (disk full, I/O error): the event stays unacknowledged, so the broker keeps
 /// it. Report the problem once, and schedule a reconnect — the broker redelivers unacknowledged
@@ -328,7 +326,7 @@ fn storage_failed(shared: &Arc<Shared>, e: &Error, topic: &str) {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let now = *backoff;
-        *backoff = Backoff::new(REDELIVERY_START, REDELIVERY_MAX).after(now);
+        *backoff = REDELIVERY.after(now);
         now
     };
     let shared = shared.clone();
@@ -347,7 +345,7 @@ fn storage_works(shared: &Shared) {
         *shared
             .redelivery_backoff
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = REDELIVERY_START;
+            .unwrap_or_else(|p| p.into_inner()) = REDELIVERY.start;
         shared.state_changed.notify_one();
     }
 }

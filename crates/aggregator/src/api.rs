@@ -25,7 +25,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use chrono::{Duration, SecondsFormat, Utc};
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -304,13 +304,44 @@ struct DistributionQuery {
     limit: Option<String>,
 }
 
-/// A query parameter from 1 to `max`; the error names it.
-fn bounded_param(value: Option<&str>, name: &str, max: u32) -> Result<Option<u32>, String> {
+/// A query parameter outside `1..=max`: answered 422, naming it.
+#[derive(Debug, Clone, Copy)]
+struct BadParam {
+    name: &'static str,
+    max: u32,
+}
+
+impl IntoResponse for BadParam {
+    fn into_response(self) -> Response {
+        detail(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!([{"loc": ["query", self.name],
+                    "msg": format!("must be a whole number from 1 to {}", self.max),
+                    "type": "value_error"}]),
+        )
+    }
+}
+
+/// A query parameter from 1 to `max`, if given.
+fn bounded_param(
+    value: Option<&str>,
+    name: &'static str,
+    max: u32,
+) -> Result<Option<u32>, BadParam> {
     match value.map(str::parse::<u32>) {
         None => Ok(None),
         Some(Ok(n)) if (1..=max).contains(&n) => Ok(Some(n)),
-        Some(_) => Err(format!("`{name}` must be a whole number from 1 to {max}")),
+        Some(_) => Err(BadParam { name, max }),
     }
+}
+
+/// The window start for `?days=` (1–3650); without it, everything stored (every report is
+/// newer than 1970).
+fn since_days<S>(app: &App<S>, q: &DistributionQuery) -> Result<DateTime<Utc>, BadParam> {
+    let days = bounded_param(q.days.as_deref(), "days", 3650)?;
+    Ok(days.map_or(DateTime::<Utc>::UNIX_EPOCH, |d| {
+        app.clock.now() - Duration::days(i64::from(d))
+    }))
 }
 
 async fn deployment_modes<S: SubmissionStore>(
@@ -338,18 +369,10 @@ async fn printers<S: SubmissionStore>(
     State(app): State<Arc<App<S>>>,
     Query(q): Query<DistributionQuery>,
 ) -> Response {
-    let days = match bounded_param(q.days.as_deref(), "days", 3650) {
-        Ok(d) => d,
-        Err(msg) => {
-            return detail(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                json!([{"loc": ["query", "days"], "msg": msg, "type": "value_error"}]),
-            );
-        }
+    let since = match since_days(&app, &q) {
+        Ok(since) => since,
+        Err(bad) => return bad.into_response(),
     };
-    let since = days.map_or(chrono::DateTime::<Utc>::UNIX_EPOCH, |d| {
-        app.clock.now() - Duration::days(i64::from(d))
-    });
     match app.store.fleet(since).await {
         Ok(fleet) => Json(analytics::printers(fleet, app.k_anonymity)).into_response(),
         Err(e) => unavailable("reading the fleet", &e),
@@ -361,26 +384,13 @@ async fn distribution<S: SubmissionStore>(
     q: &DistributionQuery,
     route: Route,
 ) -> Response {
-    let params = bounded_param(q.days.as_deref(), "days", 3650)
-        .and_then(|d| Ok((d, bounded_param(q.limit.as_deref(), "limit", 100)?)));
-    let (days, limit) = match params {
-        Ok(p) => p,
-        Err(msg) => {
-            let name = if msg.starts_with("`days`") {
-                "days"
-            } else {
-                "limit"
-            };
-            return detail(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                json!([{"loc": ["query", name], "msg": msg, "type": "value_error"}]),
-            );
-        }
+    let (since, limit) = match (
+        since_days(app, q),
+        bounded_param(q.limit.as_deref(), "limit", 100),
+    ) {
+        (Ok(since), Ok(limit)) => (since, limit),
+        (Err(bad), _) | (_, Err(bad)) => return bad.into_response(),
     };
-    // Without `days`: everything stored (every report is newer than 1970).
-    let since = days.map_or(chrono::DateTime::<Utc>::UNIX_EPOCH, |d| {
-        app.clock.now() - Duration::days(i64::from(d))
-    });
     let dimension = match route {
         Route::DeploymentModes => Dimension::DeploymentMode,
         Route::Versions => Dimension::AppVersion,
@@ -403,17 +413,9 @@ async fn overview<S: SubmissionStore>(
     State(app): State<Arc<App<S>>>,
     Query(q): Query<OverviewQuery>,
 ) -> Response {
-    let weeks = match q.weeks.as_deref().map(str::parse::<u32>) {
-        None => DEFAULT_WEEKS,
-        Some(Ok(w)) if (1..=MAX_WEEKS).contains(&w) => w,
-        Some(_) => {
-            return detail(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                json!([{"loc": ["query", "weeks"],
-                        "msg": format!("must be a whole number from 1 to {MAX_WEEKS}"),
-                        "type": "value_error"}]),
-            );
-        }
+    let weeks = match bounded_param(q.weeks.as_deref(), "weeks", MAX_WEEKS) {
+        Ok(weeks) => weeks.unwrap_or(DEFAULT_WEEKS),
+        Err(bad) => return bad.into_response(),
     };
     let since = app.clock.now() - Duration::weeks(i64::from(weeks));
     match app.store.overview(since, OverviewBuilder::new()).await {
