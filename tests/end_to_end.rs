@@ -76,7 +76,7 @@ async fn run_submits_to_the_aggregator_end_to_end() {
             .json()
             .await
             .expect("json");
-        if o["submissions"] == 1 {
+        if o["installations"]["total"] == 1 {
             break o;
         }
         assert!(
@@ -86,13 +86,13 @@ async fn run_submits_to_the_aggregator_end_to_end() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(overview["installations"], 1);
     assert_eq!(
-        overview["jobs"],
-        json!({"total": 4, "completed": 3, "failed": 1, "success_rate": 0.75})
+        overview["activity"]["jobs"],
+        json!({"total": 4, "completed": 3, "failed": 1, "success_rate": 75.0,
+               "reports_from_installations": 1})
     );
-    assert_eq!(overview["deployment_modes"], json!({"pi": 1}));
-    assert_eq!(overview["countries"], json!({"AT": 1}));
+    assert_eq!(overview["deployment_modes"]["breakdown"], json!({"pi": 1}));
+    assert_eq!(overview["geography"]["countries"][0]["code"], "AT");
     app.wait_count(
         "SELECT count(*) FROM usage_settings WHERE key = 'submission_count' AND value = '1'",
         1,

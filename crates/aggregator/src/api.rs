@@ -7,7 +7,15 @@
 //! | `GET /` | `{"service","status":"healthy","version"}` like upstream's; never needs a key |
 //! | `GET /health` | `{"status":"healthy","database":"connected",…}`; 503 with `"database":"unreachable"` when the database does not answer (upstream never checks); never needs a key |
 //! | `GET /stats/summary` | `{total_submissions, unique_installations, latest_submission_at, timestamp}` |
-//! | `GET /stats/overview?weeks=N` | see [`super::overview`] |
+//! | `GET /stats/overview?weeks=` | upstream's overview plus platforms, errors and weekly activity (`weeks` 1–104, default 12) |
+//! | `GET /stats/installations?days=` | totals, 7/30-day activity, growth, a per-day trend (`days` 1–366, default 30) |
+//! | `GET /stats/deployment-modes`, `/stats/printers`, `/stats/features` `?days=` | over each installation's latest report (in the last `days`, 1–3650; default everything stored) |
+//! | `GET /stats/versions?days=&limit=`, `/stats/geography?days=&limit=` | the same, `limit` 1–100 rows (default 10 and 20) |
+//! | `GET /stats/version-migration?days=`, `/stats/feature-trends?days=` | per day (1–366, default 30) |
+//! | `GET /stats/anomalies`, `/stats/errors`, `/stats/export` | upstream's checks; error types; every aggregate at once |
+//!
+//! Every `/stats/*` answer is k-anonymous ([`crate::analytics::anonymity`]) and holds no
+//! installation id; a query parameter outside its range is a 422 naming it.
 //!
 //! Errors are JSON `{"detail": …}` like FastAPI's. When API keys are configured, every route but
 //! `/` and `/health` needs a valid `X-API-Key`: 401 with `WWW-Authenticate` otherwise (upstream
@@ -32,10 +40,10 @@ use sha2::{Digest, Sha256};
 use tower_http::catch_panic::CatchPanicLayer;
 use uuid::Uuid;
 
-use crate::overview::OverviewBuilder;
-use crate::store::{Dimension, SubmissionStore, SubmitOutcome};
+use crate::App;
+use crate::analytics::{Ask, DEFAULT_TREND_DAYS, MAX_TREND_DAYS};
+use crate::store::{SubmissionStore, SubmitOutcome};
 use crate::submission;
-use crate::{App, analytics};
 
 /// Default `/stats/overview` window.
 pub const DEFAULT_WEEKS: u32 = 12;
@@ -57,7 +65,7 @@ fn unavailable(what: &str, e: &crate::Error) -> Response {
 
 /// The API router over `app`.
 pub fn router<S: SubmissionStore>(app: Arc<App<S>>) -> Router {
-    let protected = Router::new()
+    let mut protected = Router::new()
         .route(
             "/submit",
             post(submit::<S>).layer(DefaultBodyLimit::max(app.max_body_bytes)),
@@ -66,16 +74,21 @@ pub fn router<S: SubmissionStore>(app: Arc<App<S>>) -> Router {
             "/installation/{installation_id}",
             delete(delete_installation::<S>),
         )
-        .route("/stats/summary", get(summary::<S>))
-        .route("/stats/overview", get(overview::<S>))
-        .route("/stats/deployment-modes", get(deployment_modes::<S>))
-        .route("/stats/versions", get(versions::<S>))
-        .route("/stats/geography", get(geography::<S>))
-        .route("/stats/printers", get(printers::<S>))
-        .route_layer(middleware::from_fn_with_state(
-            app.clone(),
-            require_key::<S>,
-        ));
+        .route("/stats/summary", get(summary::<S>));
+    for (path, what) in Stat::ALL {
+        protected = protected.route(
+            path,
+            get(
+                move |State(app): State<Arc<App<S>>>, Query(q): Query<StatsQuery>| {
+                    stats(app, q, what)
+                },
+            ),
+        );
+    }
+    let protected = protected.route_layer(middleware::from_fn_with_state(
+        app.clone(),
+        require_key::<S>,
+    ));
     Router::new()
         .route("/", get(root))
         .route("/health", get(health::<S>))
@@ -284,24 +297,47 @@ async fn summary<S: SubmissionStore>(State(app): State<Arc<App<S>>>) -> Response
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct OverviewQuery {
-    weeks: Option<String>,
-}
-
-/// The distribution routes ([`crate::analytics`]).
+/// The `/stats/*` analytics routes ([`crate::analytics`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
+enum Stat {
+    Overview,
+    Installations,
     DeploymentModes,
     Versions,
     Geography,
+    Printers,
+    Features,
+    VersionMigration,
+    Anomalies,
+    Export,
+    FeatureTrends,
+    Errors,
 }
 
-/// `?days=` (1–3650; default: everything stored) and `?limit=` (1–100).
-#[derive(Debug, Deserialize)]
-struct DistributionQuery {
+impl Stat {
+    const ALL: [(&'static str, Stat); 12] = [
+        ("/stats/overview", Stat::Overview),
+        ("/stats/installations", Stat::Installations),
+        ("/stats/deployment-modes", Stat::DeploymentModes),
+        ("/stats/versions", Stat::Versions),
+        ("/stats/geography", Stat::Geography),
+        ("/stats/printers", Stat::Printers),
+        ("/stats/features", Stat::Features),
+        ("/stats/version-migration", Stat::VersionMigration),
+        ("/stats/anomalies", Stat::Anomalies),
+        ("/stats/export", Stat::Export),
+        ("/stats/feature-trends", Stat::FeatureTrends),
+        ("/stats/errors", Stat::Errors),
+    ];
+}
+
+/// The query parameters of the `/stats/*` routes; which ones a route reads is in
+/// docs/aggregator.md. Each is a whole number in a range, or the answer is 422 naming it.
+#[derive(Debug, Default, Deserialize)]
+struct StatsQuery {
     days: Option<String>,
     limit: Option<String>,
+    weeks: Option<String>,
 }
 
 /// A query parameter outside `1..=max`: answered 422, naming it.
@@ -335,91 +371,68 @@ fn bounded_param(
     }
 }
 
-/// The window start for `?days=` (1–3650); without it, everything stored (every report is
-/// newer than 1970).
-fn since_days<S>(app: &App<S>, q: &DistributionQuery) -> Result<DateTime<Utc>, BadParam> {
-    let days = bounded_param(q.days.as_deref(), "days", 3650)?;
-    Ok(days.map_or(DateTime::<Utc>::UNIX_EPOCH, |d| {
-        app.clock.now() - Duration::days(i64::from(d))
-    }))
-}
-
-async fn deployment_modes<S: SubmissionStore>(
-    State(app): State<Arc<App<S>>>,
-    Query(q): Query<DistributionQuery>,
-) -> Response {
-    distribution(&app, &q, Route::DeploymentModes).await
-}
-
-async fn versions<S: SubmissionStore>(
-    State(app): State<Arc<App<S>>>,
-    Query(q): Query<DistributionQuery>,
-) -> Response {
-    distribution(&app, &q, Route::Versions).await
-}
-
-async fn geography<S: SubmissionStore>(
-    State(app): State<Arc<App<S>>>,
-    Query(q): Query<DistributionQuery>,
-) -> Response {
-    distribution(&app, &q, Route::Geography).await
-}
-
-async fn printers<S: SubmissionStore>(
-    State(app): State<Arc<App<S>>>,
-    Query(q): Query<DistributionQuery>,
-) -> Response {
-    let since = match since_days(&app, &q) {
-        Ok(since) => since,
-        Err(bad) => return bad.into_response(),
-    };
-    match app.store.fleet(since).await {
-        Ok(fleet) => Json(analytics::printers(fleet, app.k_anonymity)).into_response(),
-        Err(e) => unavailable("reading the fleet", &e),
+async fn stats<S: SubmissionStore>(app: Arc<App<S>>, q: StatsQuery, what: Stat) -> Response {
+    match answer(&app, &q, what).await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(bad)) => bad.into_response(),
+        Err(e) => unavailable("reading statistics", &e),
     }
 }
 
-async fn distribution<S: SubmissionStore>(
+/// The answer of a `/stats/*` route (the inner `Err` is a bad query parameter).
+async fn answer<S: SubmissionStore>(
     app: &App<S>,
-    q: &DistributionQuery,
-    route: Route,
-) -> Response {
-    let (since, limit) = match (
-        since_days(app, q),
-        bounded_param(q.limit.as_deref(), "limit", 100),
-    ) {
-        (Ok(since), Ok(limit)) => (since, limit),
-        (Err(bad), _) | (_, Err(bad)) => return bad.into_response(),
+    q: &StatsQuery,
+    what: Stat,
+) -> crate::Result<Result<serde_json::Value, BadParam>> {
+    let now = app.clock.now();
+    let ask = Ask::new(&app.store, now, app.k_anonymity);
+    let limit = |default: u32| {
+        bounded_param(q.limit.as_deref(), "limit", 100).map(|l| l.unwrap_or(default) as usize)
     };
-    let dimension = match route {
-        Route::DeploymentModes => Dimension::DeploymentMode,
-        Route::Versions => Dimension::AppVersion,
-        Route::Geography => Dimension::CountryCode,
+    // `?days=` of a distribution: the window (default: everything stored).
+    let window = || {
+        bounded_param(q.days.as_deref(), "days", 3650).map(|d| {
+            d.map_or(DateTime::<Utc>::UNIX_EPOCH, |d| {
+                now - Duration::days(i64::from(d))
+            })
+        })
     };
-    let counts = match app.store.distribution(dimension, since).await {
-        Ok(c) => c,
-        Err(e) => return unavailable("reading a distribution", &e),
+    // `?days=` of a per-day route: how many days.
+    let trend_days = || {
+        bounded_param(q.days.as_deref(), "days", MAX_TREND_DAYS)
+            .map(|d| d.unwrap_or(DEFAULT_TREND_DAYS))
     };
-    let k = app.k_anonymity;
-    Json(match route {
-        Route::DeploymentModes => analytics::deployment_modes(counts, k),
-        Route::Versions => analytics::versions(counts, k, limit.unwrap_or(10) as usize),
-        Route::Geography => analytics::geography(counts, k, limit.unwrap_or(20) as usize),
-    })
-    .into_response()
-}
-
-async fn overview<S: SubmissionStore>(
-    State(app): State<Arc<App<S>>>,
-    Query(q): Query<OverviewQuery>,
-) -> Response {
-    let weeks = match bounded_param(q.weeks.as_deref(), "weeks", MAX_WEEKS) {
-        Ok(weeks) => weeks.unwrap_or(DEFAULT_WEEKS),
-        Err(bad) => return bad.into_response(),
-    };
-    let since = app.clock.now() - Duration::weeks(i64::from(weeks));
-    match app.store.overview(since, OverviewBuilder::new()).await {
-        Ok(b) => Json(b.finish(since, weeks, app.k_anonymity)).into_response(),
-        Err(e) => unavailable("building the overview", &e),
+    macro_rules! param {
+        ($e:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(bad) => return Ok(Err(bad)),
+            }
+        };
     }
+    let v = match what {
+        Stat::Overview => {
+            let weeks = param!(bounded_param(q.weeks.as_deref(), "weeks", MAX_WEEKS));
+            ask.overview(weeks.unwrap_or(DEFAULT_WEEKS)).await?
+        }
+        Stat::Installations => ask.installations(param!(trend_days())).await?,
+        Stat::DeploymentModes => ask.deployment_modes(param!(window())).await?,
+        Stat::Versions => {
+            let (since, limit) = (param!(window()), param!(limit(10)));
+            ask.versions(since, limit).await?
+        }
+        Stat::Geography => {
+            let (since, limit) = (param!(window()), param!(limit(20)));
+            ask.geography(since, limit).await?
+        }
+        Stat::Printers => ask.printers(param!(window())).await?,
+        Stat::Features => ask.features(param!(window())).await?,
+        Stat::VersionMigration => ask.version_migration(param!(trend_days())).await?,
+        Stat::Anomalies => ask.anomalies().await?,
+        Stat::Export => ask.export().await?,
+        Stat::FeatureTrends => ask.feature_trends(param!(trend_days())).await?,
+        Stat::Errors => ask.errors().await?,
+    };
+    Ok(Ok(v))
 }

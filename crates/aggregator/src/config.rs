@@ -62,7 +62,8 @@ pub struct AggregatorSettings {
     pub max_body_bytes: Bounded<1024, { 16 * 1024 * 1024 }>,
     /// Submissions older than this many days are deleted (1–3650).
     pub retention_days: Bounded<1, 3650>,
-    /// `/stats/overview` folds every bucket with fewer installations into `other` (1–1000).
+    /// Every `/stats/*` answer folds buckets with fewer installations into `other`, and withholds
+    /// what stays under it ([`crate::analytics::anonymity`], 1–1000).
     pub k_anonymity: Bounded<1, 1000>,
 }
 

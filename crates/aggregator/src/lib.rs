@@ -25,7 +25,6 @@ pub mod analytics;
 pub mod api;
 pub mod config;
 pub mod error;
-pub mod overview;
 pub mod store;
 pub mod submission;
 

@@ -66,6 +66,7 @@ on_both_backends!(
     retention_deletes_old_submissions,
     unknown_routes_and_methods_answer_json,
     distributions_count_latest_reports_k_anonymously,
+    trends_errors_anomalies_and_export,
 );
 
 const A: &str = "2026-11-20T00:00:00Z";
@@ -108,11 +109,11 @@ async fn submit_stores_what_was_sent_and_summarizes(kind: Kind) {
         assert!(dump.contains(expected), "{expected} not stored:\n{dump}");
     }
     let (_, o) = get(&server, "/stats/overview").await;
-    assert_eq!(
-        o["jobs"],
-        json!({"total": 12, "completed": 10, "failed": 2, "success_rate": 10.0 / 12.0})
-    );
-    assert_eq!(o["installations"], 1);
+    // k = 5 by default: one installation's jobs are withheld, but it is counted.
+    assert_eq!(o["installations"]["total"], 1);
+    assert_eq!(o["activity"]["jobs"]["total"], 0);
+    assert_eq!(o["activity"]["weeks"][11]["jobs"], Value::Null);
+    assert_eq!(o["activity"]["weeks"][11]["submissions"], 1);
 }
 
 async fn idempotent_retries_return_the_original_id(kind: Kind) {
@@ -473,7 +474,7 @@ async fn hostile_input_gets_4xx_and_stores_nothing(kind: Kind) {
         "unknown words are counted as other:\n{dump}"
     );
     let (_, o) = get(&server, "/stats/overview?weeks=4").await;
-    assert_eq!(o["installations"], 1);
+    assert_eq!(o["installations"]["total"], 1);
     assert_eq!(
         get(&server, "/health").await.0,
         StatusCode::OK,
@@ -539,8 +540,10 @@ async fn delete_installation_removes_everything_of_that_id(kind: Kind) {
 async fn overview_folds_small_buckets(kind: Kind) {
     let server = Server::start(kind, |s| s.k_anonymity = 3.try_into().expect("in range")).await;
     // 4 German installations on linux, 1 in France on windows with a klipper printer.
+    let mut ids = Vec::new();
     for i in 0..5 {
-        let mut body = report(&new_id(), A, B);
+        let id = new_id();
+        let mut body = report(&id, A, B);
         if i == 4 {
             body["installation"]["country_code"] = json!("FR");
             body["installation"]["platform"] = json!("windows");
@@ -549,42 +552,218 @@ async fn overview_folds_small_buckets(kind: Kind) {
             body["printer_fleet"]["printer_count"] = json!(1);
         }
         assert_eq!(post(&server, &body, None).await.0, StatusCode::OK);
+        ids.push(id);
     }
     let (status, o) = get(&server, "/stats/overview?weeks=2").await;
     assert_eq!(status, StatusCode::OK, "{o}");
-    assert_eq!(o["installations"], 5);
-    assert_eq!(o["submissions"], 5);
-    assert_eq!(o["weeks"], 2);
+    // Upstream's keys, so its admin page renders ours.
+    for key in [
+        "installations",
+        "deployment_modes",
+        "versions",
+        "geography",
+        "printers",
+        "features",
+        "anomalies",
+        "last_updated",
+    ] {
+        assert!(o.get(key).is_some(), "{key} missing: {o}");
+    }
+    assert_eq!(o["installations"]["total"], 5);
     assert_eq!(o["k_anonymity"], 3);
     assert_eq!(
-        o["active_installations_per_week"],
-        json!([{"week_start": "2026-11-23", "active_installations": 5, "submissions": 5}])
+        o["activity"]["weeks"],
+        json!([
+            {"week_start": "2026-11-16", "active_installations": 0, "submissions": 0,
+             "jobs": 0, "jobs_completed": 0, "jobs_failed": 0, "success_rate": null},
+            {"week_start": "2026-11-23", "active_installations": 5, "submissions": 5,
+             "jobs": 60, "jobs_completed": 50, "jobs_failed": 10, "success_rate": 83.3}
+        ])
     );
     // FR (1) alone is below k: it and then the smallest kept bucket (DE, 4) fold into other.
-    assert_eq!(o["countries"], json!({"other": 5}));
-    assert_eq!(o["versions"], json!({"2.7.0": 5}));
+    assert_eq!(
+        o["geography"]["countries"],
+        json!([{"code": "other", "name": "Other", "count": 5, "percentage": 100.0}])
+    );
+    assert_eq!(o["versions"]["versions"][0]["version"], "2.7.0");
     // klipper (1) folds; `other` (1) < k takes the smallest kept bucket (bambu_lab, 4 of them
     // with 8 printers) as well.
+    assert_eq!(o["printers"]["types"], json!({"prusa": 4, "other": 9}));
+    assert_eq!(o["platforms"]["breakdown"], json!({"other": 5}));
     assert_eq!(
-        o["printer_types"],
-        json!({"prusa": {"installations": 4, "total": 4},
-               "other": {"installations": 5, "total": 9}})
+        o["features"]["features"],
+        json!([
+            {"feature": "library_enabled", "enabled": 5, "disabled": 0,
+             "enabled_percent": 100.0, "total_reporting": 5},
+            {"feature": "timelapse_enabled", "enabled": 0, "disabled": 5,
+             "enabled_percent": 0.0, "total_reporting": 5}
+        ])
     );
-    assert_eq!(o["fleet_sizes"], json!({"other": 5}));
-    assert_eq!(o["platforms"], json!({"other": 5}));
-    assert_eq!(
-        o["feature_adoption"]["library_enabled"],
-        json!({"installations": 5, "enabled": 5})
-    );
-    assert_eq!(o["jobs"]["total"], 60);
-    assert_eq!(o["top_error_types"][0]["error_type"], "connection_timeout");
-    assert_eq!(o["top_error_types"][0]["count"], 15);
+    assert_eq!(o["errors"]["error_types"]["connection_timeout"], 15);
+    let text = o.to_string();
+    assert!(ids.iter().all(|id| !text.contains(id.as_str())), "{text}");
     for bad in ["0", "105", "abc", "-1"] {
         assert_eq!(
             get(&server, &format!("/stats/overview?weeks={bad}"))
                 .await
                 .0,
             StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+}
+
+/// The per-day routes, errors, anomalies and export over a fleet that changes over three
+/// days: each day replays what the installations' latest reports said by then, k-anonymously.
+async fn trends_errors_anomalies_and_export(kind: Kind) {
+    let server = Server::start(kind, |s| {
+        s.k_anonymity = 3u64.try_into().expect("in range");
+    })
+    .await;
+    let ids: Vec<String> = (0..6).map(|_| new_id()).collect();
+    for id in &ids {
+        let (s, v) = post(&server, &report(id, A, B), None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    // Two days later four of them are on 2.8.0 and a newcomer on 2.9.0 with timelapse on.
+    server.clock.advance(chrono::Duration::days(2));
+    for id in &ids[..4] {
+        let mut body = report(id, B, "2026-11-30T00:00:00Z");
+        body["installation"]["app_version"] = json!("2.8.0");
+        assert_eq!(post(&server, &body, None).await.0, StatusCode::OK);
+    }
+    let newcomer = new_id();
+    let mut body = report(&newcomer, B, "2026-11-30T00:00:00Z");
+    body["installation"]["app_version"] = json!("2.9.0");
+    body["usage_stats"]["feature_usage"] =
+        json!({"library_enabled": true, "timelapse_enabled": true});
+    body["error_summary"] = json!({"disk_full": 2});
+    assert_eq!(post(&server, &body, None).await.0, StatusCode::OK);
+
+    let (s, inst) = get(&server, "/stats/installations?days=3").await;
+    assert_eq!(s, StatusCode::OK, "{inst}");
+    assert_eq!(inst["total"], 7);
+    assert_eq!(inst["active_7d"], 7);
+    assert_eq!(inst["growth_7d_percent"], 0.0);
+    assert_eq!(
+        inst["trend"],
+        json!([
+            {"date": "2026-11-28", "total": 6, "active": 6},
+            {"date": "2026-11-29", "total": 6, "active": 0},
+            {"date": "2026-11-30", "total": 7, "active": 5}
+        ])
+    );
+
+    let (s, mig) = get(&server, "/stats/version-migration?days=3").await;
+    assert_eq!(s, StatusCode::OK, "{mig}");
+    assert_eq!(mig["migration"][0]["versions"], json!({"2.7.0": 6}));
+    assert_eq!(mig["migration"][1]["versions"], json!({"2.7.0": 6}));
+    // 2.7.0 (2) and 2.9.0 (1) are under k: folded into other (3).
+    assert_eq!(
+        mig["migration"][2]["versions"],
+        json!({"2.8.0": 4, "other": 3})
+    );
+    assert_eq!(mig["all_versions"], json!(["2.8.0", "2.7.0", "other"]));
+
+    let (s, ft) = get(&server, "/stats/feature-trends?days=3").await;
+    assert_eq!(s, StatusCode::OK, "{ft}");
+    assert_eq!(
+        ft["all_features"],
+        json!(["library_enabled", "timelapse_enabled"])
+    );
+    assert_eq!(
+        ft["trends"][0]["features"]["timelapse_enabled"],
+        json!({"enabled": 0, "percent": 0.0})
+    );
+    assert_eq!(ft["trends"][2]["total_installations"], 7);
+    assert_eq!(
+        ft["trends"][2]["features"]["library_enabled"],
+        json!({"enabled": 7, "percent": 100.0})
+    );
+    assert_eq!(
+        ft["trends"][2]["features"]["timelapse_enabled"],
+        Value::Null,
+        "one installation with timelapse on is under k"
+    );
+
+    let (_, features) = get(&server, "/stats/features").await;
+    assert_eq!(features["withheld_features"], 1, "{features}");
+    assert_eq!(features["total_installations"], 7);
+
+    let (s, errors) = get(&server, "/stats/errors").await;
+    assert_eq!(s, StatusCode::OK, "{errors}");
+    assert_eq!(
+        errors["error_types"],
+        json!({"connection_timeout": 18, "disk_full": 8})
+    );
+    assert_eq!(errors["installations_with_errors"], 7);
+    assert_eq!(errors["total_errors"], 26);
+    // Every report of the last 7 days: 6×4 + 4×4 + 2.
+    assert_eq!(errors["this_week_errors"], 42);
+    assert_eq!(errors["last_week_errors"], 0);
+    assert_eq!(errors["has_spike"], false);
+
+    // A week later, only the newcomer and two others report, with many more errors.
+    server
+        .clock
+        .advance(chrono::Duration::days(7) + chrono::Duration::hours(1));
+    for id in [&ids[0], &ids[1], &newcomer] {
+        let mut body = report(id, "2026-12-05T00:00:00Z", "2026-12-06T00:00:00Z");
+        body["error_summary"] = json!({"connection_timeout": 40});
+        assert_eq!(post(&server, &body, None).await.0, StatusCode::OK);
+    }
+    let (s, an) = get(&server, "/stats/anomalies").await;
+    assert_eq!(s, StatusCode::OK, "{an}");
+    assert_eq!(an["checks_performed"].as_array().map(Vec::len), Some(4));
+    let types: Vec<&str> = an["anomalies"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|a| a["type"].as_str())
+        .collect();
+    // 3 active this week against 7 the week before; 3 reports today against 0.5 a day;
+    // errors 120 against 42; all 7 have errors in their latest report.
+    assert_eq!(
+        types,
+        [
+            "active_users_drop",
+            "submission_spike",
+            "error_spike",
+            "high_error_rate"
+        ],
+        "{an}"
+    );
+    assert_eq!(an["anomalies"][0]["severity"], "high");
+
+    let (s, export) = get(&server, "/stats/export").await;
+    assert_eq!(s, StatusCode::OK, "{export}");
+    for key in [
+        "exported_at",
+        "installations",
+        "deployment_modes",
+        "versions",
+        "geography",
+        "printers",
+        "features",
+        "anomalies",
+        "errors",
+    ] {
+        assert!(export.get(key).is_some(), "{key} missing");
+    }
+    let every = [inst, mig, ft, features, errors, an, export].map(|v| v.to_string());
+    for text in &every {
+        for id in ids.iter().chain([&newcomer]) {
+            assert!(!text.contains(id.as_str()), "an installation id in {text}");
+        }
+    }
+    for bad in [
+        "/stats/installations?days=0",
+        "/stats/version-migration?days=367",
+        "/stats/feature-trends?days=x",
+    ] {
+        assert_eq!(
+            get(&server, bad).await.0,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}"
         );
     }
 }

@@ -32,8 +32,8 @@
 
 mod postgres;
 mod sqlite;
+mod tally;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 
@@ -42,11 +42,12 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::Result;
-use crate::overview::OverviewBuilder;
 use crate::submission::Submission;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub(crate) use tally::Dialect;
+pub use tally::{Period, SpanKey, Tally, TallyRow};
 
 /// What happened to a submission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +98,7 @@ impl RateLimit {
     }
 }
 
-/// A column the distributions group by, over each installation's latest report.
+/// A column the distributions group by, over each installation's latest report ([`Tally::Latest`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dimension {
     /// `deployment_mode`.
@@ -106,57 +107,19 @@ pub enum Dimension {
     AppVersion,
     /// `country_code`.
     CountryCode,
+    /// `platform` (the operating system).
+    Platform,
 }
 
 impl Dimension {
-    fn column(self) -> &'static str {
+    pub(crate) fn column(self) -> &'static str {
         match self {
             Dimension::DeploymentMode => "deployment_mode",
             Dimension::AppVersion => "app_version",
             Dimension::CountryCode => "country_code",
+            Dimension::Platform => "platform",
         }
     }
-
-    /// Installations per value of this column, each counted by its latest report (the highest
-    /// id) received at or after the `since` parameter — computed by the database, so memory
-    /// does not grow with the number of installations. `param` is the placeholder (`?1`, `$1`).
-    pub(crate) fn sql(self, param: &str) -> String {
-        let col = self.column();
-        format!(
-            "SELECT s.{col}, count(*) FROM submissions s JOIN {} latest ON s.id = latest.id
-              GROUP BY s.{col}",
-            latest_reports(param)
-        )
-    }
-}
-
-/// The subquery of each installation's latest report (highest id) received at or after the
-/// parameter `param` (`?1`, `$1`): one row `id` per installation.
-pub(crate) fn latest_reports(param: &str) -> String {
-    format!(
-        "(SELECT max(id) AS id FROM submissions WHERE received_at >= {param}
-           GROUP BY installation_id)"
-    )
-}
-
-/// The fleet over each installation's latest report: what `/stats/printers` shows.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Fleet {
-    /// Installations counted.
-    pub installations: u64,
-    /// Printers they report in all.
-    pub printers: u64,
-    /// Per printer type: installations that have it, and their printers of it.
-    pub types: BTreeMap<String, crate::overview::Bucket>,
-}
-
-/// The SQL of [`Fleet`]'s totals: `(installations, printers)`.
-pub(crate) fn fleet_totals_sql(param: &str) -> String {
-    format!(
-        "SELECT count(*), CAST(coalesce(sum(s.printer_count), 0) AS BIGINT)
-           FROM submissions s JOIN {} latest ON s.id = latest.id",
-        latest_reports(param)
-    )
 }
 
 /// Storage of the aggregation server. Every method is atomic.
@@ -183,22 +146,8 @@ pub trait SubmissionStore: Send + Sync + 'static {
     /// Totals for `/stats/summary`.
     fn summary(&self) -> impl Future<Output = Result<Summary>> + Send;
 
-    /// Feeds every submission received at or after `since`, oldest first, to `builder`.
-    fn overview(
-        &self,
-        since: DateTime<Utc>,
-        builder: OverviewBuilder,
-    ) -> impl Future<Output = Result<OverviewBuilder>> + Send;
-
-    /// Installations per value of `dimension` (see [`Dimension::sql`]).
-    fn distribution(
-        &self,
-        dimension: Dimension,
-        since: DateTime<Utc>,
-    ) -> impl Future<Output = Result<BTreeMap<String, u64>>> + Send;
-
-    /// The fleet over each installation's latest report received at or after `since`.
-    fn fleet(&self, since: DateTime<Utc>) -> impl Future<Output = Result<Fleet>> + Send;
+    /// The rows of one analytics read ([`Tally`]), counted by the database.
+    fn tally(&self, query: Tally) -> impl Future<Output = Result<Vec<TallyRow>>> + Send;
 
     /// Whether the database answers.
     fn health(&self) -> impl Future<Output = Result<()>> + Send;

@@ -12,20 +12,14 @@
 //! Connections are unencrypted (`NoTls`): run the database on the same host or a private
 //! network.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::Json;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
-use super::{
-    Dimension, Fleet, RateLimit, SubmissionStore, SubmitOutcome, Summary, fleet_totals_sql,
-    latest_reports,
-};
-use crate::overview::{Bucket, OverviewBuilder, ReportRow};
+use super::{Dialect, RateLimit, SubmissionStore, SubmitOutcome, Summary, Tally, TallyRow};
 use crate::submission::Submission;
 use crate::{Error, Result};
 
@@ -33,8 +27,6 @@ use crate::{Error, Result};
 const MIGRATION_LOCK: i64 = 0x7072_6e7a_7374_6174;
 /// Most pooled connections per server process.
 const POOL_SIZE: usize = 16;
-/// Rows fetched per round trip by `/stats/overview`.
-const FETCH: i32 = 1000;
 
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE submissions (
@@ -165,26 +157,6 @@ fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
 
 fn count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn report_row(r: &Row) -> ReportRow {
-    let n = |i: usize| r.get::<_, i64>(i).max(0) as u64;
-    let opt = |i: usize| r.get::<_, Option<i64>>(i).map(|v| v.max(0) as u64);
-    ReportRow {
-        installation_id: r.get(0),
-        received_at: r.get(1),
-        app_version: r.get(2),
-        platform: r.get(3),
-        deployment_mode: r.get(4),
-        country_code: r.get(5),
-        printer_count: n(6),
-        printer_type_counts: r.get::<_, Json<BTreeMap<String, u64>>>(7).0,
-        feature_usage: r.get::<_, Json<BTreeMap<String, bool>>>(8).0,
-        job_count: n(9),
-        jobs_completed: opt(10),
-        jobs_failed: opt(11),
-        error_summary: r.get::<_, Json<BTreeMap<String, u64>>>(12).0,
-    }
 }
 
 impl SubmissionStore for PgStore {
@@ -332,79 +304,21 @@ impl SubmissionStore for PgStore {
         })
     }
 
-    async fn distribution(
-        &self,
-        dimension: Dimension,
-        since: DateTime<Utc>,
-    ) -> Result<BTreeMap<String, u64>> {
+    async fn tally(&self, query: Tally) -> Result<Vec<TallyRow>> {
         let client = self.pool.get().await?;
-        let rows = client.query(&dimension.sql("$1"), &[&since]).await?;
+        let stmt = client.prepare_cached(&query.sql(Dialect::POSTGRES)).await?;
+        let params = query.params();
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let rows = client.query(&stmt, &refs).await?;
         Ok(rows
             .iter()
-            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).max(0) as u64))
+            .map(|r| TallyRow {
+                key: r.get::<_, Option<String>>(0).unwrap_or_default(),
+                key2: r.get::<_, Option<String>>(1).unwrap_or_default(),
+                n: [r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)],
+            })
             .collect())
-    }
-
-    async fn fleet(&self, since: DateTime<Utc>) -> Result<Fleet> {
-        let client = self.pool.get().await?;
-        let totals = client.query_one(&fleet_totals_sql("$1"), &[&since]).await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT j.key, count(*), CAST(sum(CAST(j.value AS BIGINT)) AS BIGINT)
-                       FROM submissions s JOIN {} latest ON s.id = latest.id,
-                            jsonb_each_text(s.printer_type_counts) j
-                      GROUP BY j.key",
-                    latest_reports("$1")
-                ),
-                &[&since],
-            )
-            .await?;
-        Ok(Fleet {
-            installations: totals.get::<_, i64>(0).max(0) as u64,
-            printers: totals.get::<_, i64>(1).max(0) as u64,
-            types: rows
-                .iter()
-                .map(|r| {
-                    (
-                        r.get::<_, String>(0),
-                        Bucket {
-                            installations: r.get::<_, i64>(1).max(0) as u64,
-                            total: r.get::<_, i64>(2).max(0) as u64,
-                        },
-                    )
-                })
-                .collect(),
-        })
-    }
-
-    async fn overview(
-        &self,
-        since: DateTime<Utc>,
-        mut builder: OverviewBuilder,
-    ) -> Result<OverviewBuilder> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let stmt = tx
-            .prepare(
-                "SELECT installation_id, received_at, app_version, platform, deployment_mode,
-                        country_code, printer_count, printer_type_counts, feature_usage,
-                        job_count, jobs_completed, jobs_failed, error_summary
-                   FROM submissions WHERE received_at >= $1 ORDER BY received_at, id",
-            )
-            .await?;
-        let portal = tx.bind(&stmt, &[&since]).await?;
-        loop {
-            let rows = tx.query_portal(&portal, FETCH).await?;
-            for r in &rows {
-                builder.add(report_row(r));
-            }
-            if rows.len() < FETCH as usize {
-                break;
-            }
-        }
-        tx.commit().await?;
-        Ok(builder)
     }
 
     async fn health(&self) -> Result<()> {
