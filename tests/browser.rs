@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -18,64 +16,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use common::{open_with, record_at};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use printernizer_stats::http::{self, HttpState, access::Policy};
 use printernizer_stats::service::Environment;
+use printernizer_stats_test_support::browser::Browser;
 use serde_json::{Value, json};
 
 const INGRESS: &str = "/api/hassio_ingress/Xq3vYk2Tz";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn find_bin(names: &[&str]) -> PathBuf {
-    for n in names {
-        for dir in ["/usr/bin", "/usr/local/bin", "/usr/lib/chromium"] {
-            let p = Path::new(dir).join(n);
-            if p.exists() {
-                return p;
-            }
-        }
-    }
-    panic!("{names:?} not found: install Debian's chromium and chromium-driver (.ci/run does)");
-}
-
-struct Driver {
-    child: Child,
-    url: String,
-}
-
-impl Driver {
-    fn start() -> Self {
-        let port = free_port();
-        let child = Command::new(find_bin(&["chromedriver"]))
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Home Assistant's ingress, reduced to what the page relies on.
 async fn ingress(State(upstream): State<String>, request: Request) -> Response {
@@ -180,27 +127,8 @@ async fn the_ingress_page_works_in_chromium() {
     tokio::spawn(async move { axum::serve(proxy, app).await.expect("proxy") });
 
     let downloads = tempfile::tempdir().expect("tempdir");
-    let driver = Driver::start();
-    let caps: serde_json::Map<String, Value> = serde_json::from_value(json!({
-        "browserName": "chrome",
-        "goog:chromeOptions": {
-            "binary": find_bin(&["chromium", "chromium-browser"]),
-            "args": ["--headless", "--no-sandbox", "--disable-gpu",
-                     "--disable-background-networking", "--disable-component-update",
-                     "--disable-sync", "--no-first-run", "--window-size=1000,2200"],
-            "prefs": {
-                "download.default_directory": downloads.path(),
-                "download.prompt_for_download": false
-            }
-        }
-    }))
-    .expect("caps");
-    let c = ClientBuilder::rustls()
-        .expect("connector")
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .expect("WebDriver session");
+    let browser = Browser::start(downloads.path(), 1000, 2200).await;
+    let c = browser.client.clone();
 
     let page = format!("http://{proxy_addr}{INGRESS}/");
     c.goto(&page).await.expect("open the page");
@@ -248,10 +176,9 @@ async fn the_ingress_page_works_in_chromium() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let png = c.screenshot().await.expect("screenshot");
-    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../browser");
-    std::fs::create_dir_all(&shots).expect("dir");
-    std::fs::write(shots.join("ingress-page.png"), &png).expect("write screenshot");
+    browser
+        .screenshot(env!("CARGO_TARGET_TMPDIR"), "ingress-page")
+        .await;
 
     // Export downloads the JSON file.
     c.find(Locator::Css("#export"))

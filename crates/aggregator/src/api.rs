@@ -17,8 +17,11 @@
 //! Every `/stats/*` answer is k-anonymous ([`crate::analytics::anonymity`]) and holds no
 //! installation id; a query parameter outside its range is a 422 naming it.
 //!
+//! | `GET /dashboard` | the maintainers' page ([`crate::dashboard`]); its data from `/dashboard/panels` |
+//!
 //! Errors are JSON `{"detail": …}` like FastAPI's. When API keys are configured, every route but
-//! `/` and `/health` needs a valid `X-API-Key`: 401 with `WWW-Authenticate` otherwise (upstream
+//! `/`, `/health` and the dashboard's shell needs a valid `X-API-Key` (the reads — `/stats/*`,
+//! `/dashboard/panels` — not when `aggregator.public_dashboard` is on): 401 with `WWW-Authenticate` otherwise (upstream
 //! answers 403 for a missing key and 401 for a wrong one; both are "not authenticated", which is
 //! what 401 means — docs/aggregator.md lists the differences). Nothing here reads or logs the peer's
 //! address, and request bodies are never logged.
@@ -40,10 +43,10 @@ use sha2::{Digest, Sha256};
 use tower_http::catch_panic::CatchPanicLayer;
 use uuid::Uuid;
 
-use crate::App;
 use crate::analytics::{Ask, DEFAULT_TREND_DAYS, MAX_TREND_DAYS};
 use crate::store::{SubmissionStore, SubmitOutcome};
 use crate::submission;
+use crate::{App, dashboard};
 
 /// Default `/stats/overview` window.
 pub const DEFAULT_WEEKS: u32 = 12;
@@ -55,7 +58,7 @@ fn detail(status: StatusCode, detail: impl Into<serde_json::Value>) -> Response 
 }
 
 /// A store failure: logged once, answered with 503 (clients retry later).
-fn unavailable(what: &str, e: &crate::Error) -> Response {
+pub(crate) fn unavailable(what: &str, e: &crate::Error) -> Response {
     tracing::error!("aggregator: {what} failed: {e}");
     detail(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -65,7 +68,8 @@ fn unavailable(what: &str, e: &crate::Error) -> Response {
 
 /// The API router over `app`.
 pub fn router<S: SubmissionStore>(app: Arc<App<S>>) -> Router {
-    let mut protected = Router::new()
+    // Writes, and whatever reaches outside: always behind a key (when keys are configured).
+    let writes = Router::new()
         .route(
             "/submit",
             post(submit::<S>).layer(DefaultBodyLimit::max(app.max_body_bytes)),
@@ -74,9 +78,16 @@ pub fn router<S: SubmissionStore>(app: Arc<App<S>>) -> Router {
             "/installation/{installation_id}",
             delete(delete_installation::<S>),
         )
-        .route("/stats/summary", get(summary::<S>));
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            require_key::<S>,
+        ));
+    // The k-anonymous reads: behind a key unless `public_dashboard`.
+    let mut reads = Router::new()
+        .route("/stats/summary", get(summary::<S>))
+        .route("/dashboard/panels", get(dashboard::panels::<S>));
     for (path, what) in Stat::ALL {
-        protected = protected.route(
+        reads = reads.route(
             path,
             get(
                 move |State(app): State<Arc<App<S>>>, Query(q): Query<StatsQuery>| {
@@ -85,14 +96,18 @@ pub fn router<S: SubmissionStore>(app: Arc<App<S>>) -> Router {
             ),
         );
     }
-    let protected = protected.route_layer(middleware::from_fn_with_state(
+    let reads = reads.route_layer(middleware::from_fn_with_state(
         app.clone(),
-        require_key::<S>,
+        require_reader::<S>,
     ));
     Router::new()
         .route("/", get(root))
         .route("/health", get(health::<S>))
-        .merge(protected)
+        .route("/dashboard", get(dashboard::page))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/app.css", get(dashboard::style))
+        .merge(writes)
+        .merge(reads)
         .fallback(|| async { detail(StatusCode::NOT_FOUND, "Not Found") })
         .method_not_allowed_fallback(|| async {
             detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
@@ -108,6 +123,18 @@ pub fn router<S: SubmissionStore>(app: Arc<App<S>>) -> Router {
 /// many leading characters of a guess are right.
 pub(super) fn key_digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
+}
+
+/// [`require_key`], unless `aggregator.public_dashboard` opens the k-anonymous reads.
+async fn require_reader<S: SubmissionStore>(
+    State(app): State<Arc<App<S>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if app.public_dashboard {
+        return next.run(request).await;
+    }
+    require_key(State(app), request, next).await
 }
 
 async fn require_key<S: SubmissionStore>(

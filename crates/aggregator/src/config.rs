@@ -65,6 +65,9 @@ pub struct AggregatorSettings {
     /// Every `/stats/*` answer folds buckets with fewer installations into `other`, and withholds
     /// what stays under it ([`crate::analytics::anonymity`], 1–1000).
     pub k_anonymity: Bounded<1, 1000>,
+    /// `true`: `/dashboard` and the k-anonymous `/stats/*` answer without a key (like Home
+    /// Assistant's public analytics). `/submit`, `DELETE` and `/reports/*` always need one.
+    pub public_dashboard: bool,
 }
 
 impl Default for AggregatorSettings {
@@ -77,6 +80,7 @@ impl Default for AggregatorSettings {
             max_body_bytes: Bounded::of(64 * 1024),
             retention_days: Bounded::of(730),
             k_anonymity: Bounded::of(5),
+            public_dashboard: false,
         }
     }
 }

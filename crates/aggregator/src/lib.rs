@@ -24,6 +24,7 @@
 pub mod analytics;
 pub mod api;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod store;
 pub mod submission;
@@ -105,6 +106,7 @@ pub struct App<S> {
     rate_limit: RateLimit,
     max_body_bytes: usize,
     k_anonymity: u32,
+    public_dashboard: bool,
     retention: Duration,
     metrics: Metrics,
 }
@@ -130,6 +132,7 @@ impl<S: SubmissionStore> App<S> {
             rate_limit: RateLimit::per_hour(settings.rate_limit_per_hour.get() as u32),
             max_body_bytes: settings.max_body_bytes.get() as usize,
             k_anonymity: settings.k_anonymity.get() as u32,
+            public_dashboard: settings.public_dashboard,
             retention: Duration::days(settings.retention_days.get() as i64),
             metrics: Metrics::default(),
         })

@@ -67,6 +67,7 @@ on_both_backends!(
     unknown_routes_and_methods_answer_json,
     distributions_count_latest_reports_k_anonymously,
     trends_errors_anomalies_and_export,
+    public_dashboard_opens_reads_never_writes,
 );
 
 const A: &str = "2026-11-20T00:00:00Z";
@@ -289,13 +290,33 @@ async fn api_keys_guard_everything_but_health(kind: Kind) {
         send(Some("k2")).await.expect("send").status(),
         StatusCode::OK
     );
-    for path in ["/stats/summary", "/stats/overview"] {
+    for path in [
+        "/stats/summary",
+        "/stats/overview",
+        "/stats/export",
+        "/stats/errors",
+        "/dashboard/panels",
+    ] {
         assert_eq!(
             get(&server, path).await.0,
             StatusCode::UNAUTHORIZED,
             "{path}"
         );
     }
+    // The dashboard's shell holds no data: it asks for the key itself.
+    let shell = http()
+        .get(server.url("/dashboard"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(shell.status(), StatusCode::OK);
+    let csp = shell
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
     let del = http()
         .delete(server.url(&format!("/installation/{}", new_id())))
         .send()
@@ -314,6 +335,53 @@ async fn api_keys_guard_everything_but_health(kind: Kind) {
         .await
         .expect("json");
     assert_eq!(summary["total_submissions"], 1);
+}
+
+/// `public_dashboard = true`: the dashboard and the k-anonymous `/stats/*` answer without a
+/// key; `/submit` and `DELETE` still need one.
+async fn public_dashboard_opens_reads_never_writes(kind: Kind) {
+    let server = Server::start(kind, |s| {
+        s.api_keys = vec!["k1".into()];
+        s.public_dashboard = true;
+    })
+    .await;
+    for path in [
+        "/stats/summary",
+        "/stats/overview",
+        "/stats/versions",
+        "/stats/export",
+        "/dashboard",
+        "/dashboard/panels",
+    ] {
+        let resp = http().get(server.url(path)).send().await.expect("send");
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+    }
+    let panels = http()
+        .get(server.url("/dashboard/panels"))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        panels.contains("Buckets under 5 installations are folded"),
+        "{panels}"
+    );
+    let submit = http()
+        .post(server.url("/submit"))
+        .json(&report(&new_id(), A, B))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(submit.status(), StatusCode::UNAUTHORIZED);
+    let del = http()
+        .delete(server.url(&format!("/installation/{}", new_id())))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(del.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(server.total().await, 0, "nothing stored without a key");
 }
 
 async fn hostile_input_gets_4xx_and_stores_nothing(kind: Kind) {

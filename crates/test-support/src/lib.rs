@@ -8,6 +8,7 @@
 //! * [`postgres`] — a fresh PostgreSQL database per test ([`postgres::PgDb`]);
 //! * [`aggregator`] — the aggregation server in-process on a random port ([`aggregator::Server`])
 //!   or as its binary ([`aggregator::Process`]);
+//! * [`browser`] — a headless Chromium over WebDriver ([`browser::Browser`]);
 //! * [`report`] — report bodies as a client sends them;
 //! * [`printernizer`] — a Printernizer REST API stand-in serving responses recorded from a real
 //!   Printernizer 2.42 (`fixtures/printernizer-api/`).
@@ -16,6 +17,7 @@
 //! package can start another package's program once the workspace is built.
 
 pub mod aggregator;
+pub mod browser;
 pub mod child;
 pub mod mqtt;
 pub mod postgres;
