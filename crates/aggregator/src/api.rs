@@ -44,27 +44,15 @@ use tower_http::catch_panic::CatchPanicLayer;
 use uuid::Uuid;
 
 use crate::analytics::{Ask, DEFAULT_TREND_DAYS, MAX_TREND_DAYS};
+use crate::problem::{detail, unavailable};
 use crate::store::{SubmissionStore, SubmitOutcome};
 use crate::submission;
-use crate::{App, dashboard};
+use crate::{App, dashboard, reports};
 
 /// Default `/stats/overview` window.
 pub const DEFAULT_WEEKS: u32 = 12;
 /// Longest `/stats/overview` window (the default retention).
 pub const MAX_WEEKS: u32 = 104;
-
-fn detail(status: StatusCode, detail: impl Into<serde_json::Value>) -> Response {
-    (status, Json(json!({ "detail": detail.into() }))).into_response()
-}
-
-/// A store failure: logged once, answered with 503 (clients retry later).
-pub(crate) fn unavailable(what: &str, e: &crate::Error) -> Response {
-    tracing::error!("aggregator: {what} failed: {e}");
-    detail(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "The statistics database is unavailable; try again later",
-    )
-}
 
 /// The API router over `app`.
 pub fn router<S: SubmissionStore>(app: Arc<App<S>>) -> Router {
@@ -78,6 +66,10 @@ pub fn router<S: SubmissionStore>(app: Arc<App<S>>) -> Router {
             "/installation/{installation_id}",
             delete(delete_installation::<S>),
         )
+        .route("/reports/email-status", get(reports::status::<S>))
+        .route("/reports/test-email", post(reports::test_email::<S>))
+        .route("/reports/weekly", post(reports::weekly::<S>))
+        .route("/reports/monthly", post(reports::monthly::<S>))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             require_key::<S>,

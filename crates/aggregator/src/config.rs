@@ -14,7 +14,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use chrono::Weekday;
 use config::{Config, Environment, File, FileFormat};
+use lettre::message::Mailbox;
 use printernizer_stats_shared::bounded::Bounded;
 use printernizer_stats_shared::log_level::LogLevel;
 use printernizer_stats_shared::secret::Secret;
@@ -68,6 +70,146 @@ pub struct AggregatorSettings {
     /// `true`: `/dashboard` and the k-anonymous `/stats/*` answer without a key (like Home
     /// Assistant's public analytics). `/submit`, `DELETE` and `/reports/*` always need one.
     pub public_dashboard: bool,
+    /// `[aggregator.email]`: the e-mail reports.
+    pub email: EmailSettings,
+}
+
+/// `[aggregator.email]`: where the weekly and monthly reports go ([`crate::reports`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailSettings {
+    /// `smtp://host[:port]` (plain, or `?tls=required` for STARTTLS) or `smtps://host[:port]`,
+    /// credentials allowed (`smtps://user:password@host`). Never logged, never shown.
+    #[serde(skip_serializing)]
+    pub smtp_url: Option<Secret>,
+    /// The sender (`Stats <stats@example.org>` or `stats@example.org`).
+    pub from: String,
+    /// The recipients; as an environment variable comma-separated.
+    pub to: Vec<String>,
+    /// Send the weekly report by itself (off by default).
+    pub weekly: bool,
+    /// Its day (`monday` … `sunday`, or `mon` …).
+    pub weekly_day: String,
+    /// Its hour (UTC, 0–23).
+    pub weekly_hour: Bounded<0, 23>,
+}
+
+/// A complete and checked `[aggregator.email]` ([`EmailSettings::target`]).
+#[derive(Debug, Clone)]
+pub struct EmailTarget {
+    /// The SMTP URL (credentials included: never logged).
+    pub smtp_url: Secret,
+    /// The sender.
+    pub from: Mailbox,
+    /// The recipients (at least one).
+    pub to: Vec<Mailbox>,
+    /// The SMTP server's host name.
+    pub host: String,
+    /// `smtps://` (TLS from the start).
+    pub use_ssl: bool,
+    /// `smtp://…?tls=required|opportunistic` (STARTTLS).
+    pub use_tls: bool,
+    /// The weekly schedule (day, hour UTC), when on.
+    pub weekly: Option<(Weekday, u32)>,
+}
+
+impl EmailSettings {
+    /// The checked settings; `None` when e-mail is not configured at all. A partial or invalid
+    /// configuration is an error naming the key (never showing credentials).
+    pub fn target(&self) -> Result<Option<EmailTarget>> {
+        let bad =
+            |key: &str, msg: String| Error::Config(format!("`aggregator.email.{key}`: {msg}"));
+        let url = self.smtp_url.as_ref().and_then(|u| u.non_blank());
+        let to: Vec<&str> = self
+            .to
+            .iter()
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if url.is_none() && self.from.trim().is_empty() && to.is_empty() {
+            if self.weekly {
+                return Err(bad("weekly", "needs `smtp_url`, `from` and `to`".into()));
+            }
+            return Ok(None);
+        }
+        let url =
+            url.ok_or_else(|| bad("smtp_url", "is needed when `from` or `to` is set".into()))?;
+        if to.is_empty() {
+            return Err(bad("to", "needs at least one address".into()));
+        }
+        let parsed = url::Url::parse(url).map_err(|_| {
+            bad(
+                "smtp_url",
+                "is not a URL like smtps://user:password@host:465".into(),
+            )
+        })?;
+        let tls = parsed
+            .query_pairs()
+            .find(|(k, _)| k == "tls")
+            .map(|(_, v)| v.into_owned());
+        let (use_ssl, use_tls) = match (parsed.scheme(), tls.as_deref()) {
+            ("smtps", _) => (true, false),
+            ("smtp", None) => (false, false),
+            ("smtp", Some("required" | "opportunistic")) => (false, true),
+            _ => {
+                return Err(bad(
+                    "smtp_url",
+                    "must be smtp://host[:port] (optionally ?tls=required) or smtps://host[:port]"
+                        .into(),
+                ));
+            }
+        };
+        let host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("smtp_url", "names no host".into()))?
+            .to_owned();
+        let from: Mailbox = self
+            .from
+            .trim()
+            .parse()
+            .map_err(|_| bad("from", format!("`{}` is not an e-mail address", self.from)))?;
+        let to = to
+            .iter()
+            .map(|t| {
+                t.parse::<Mailbox>()
+                    .map_err(|_| bad("to", format!("`{t}` is not an e-mail address")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let weekly = if self.weekly {
+            let day = self.weekly_day.parse::<Weekday>().map_err(|_| {
+                bad(
+                    "weekly_day",
+                    format!("`{}` is not a weekday", self.weekly_day),
+                )
+            })?;
+            Some((day, self.weekly_hour.get() as u32))
+        } else {
+            None
+        };
+        Ok(Some(EmailTarget {
+            smtp_url: url.into(),
+            from,
+            to,
+            host,
+            use_ssl,
+            use_tls,
+            weekly,
+        }))
+    }
+}
+
+impl Default for EmailSettings {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            from: String::new(),
+            to: Vec::new(),
+            weekly: false,
+            weekly_day: "monday".into(),
+            weekly_hour: Bounded::of(7),
+        }
+    }
 }
 
 impl Default for AggregatorSettings {
@@ -81,6 +223,7 @@ impl Default for AggregatorSettings {
             retention_days: Bounded::of(730),
             k_anonymity: Bounded::of(5),
             public_dashboard: false,
+            email: EmailSettings::default(),
         }
     }
 }
@@ -104,6 +247,7 @@ impl AggregatorSettings {
         if let Err(e) = DatabaseUrl::parse(&self.database_url) {
             return bad("aggregator.database_url", e);
         }
+        self.email.target()?;
         Ok(())
     }
 }
@@ -156,6 +300,7 @@ impl Loader {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("aggregator.api_keys")
+                .with_list_parse_key("aggregator.email.to")
                 .source(Some(self.env.clone().into_iter().collect())),
         );
         builder
@@ -217,6 +362,52 @@ mod tests {
             err(&[("PRINTERNIZER_STATS__AGGREGATOR__RATE_LIMT", "3")]).contains("rate_limt"),
             "a misspelt key inside [aggregator] is an error"
         );
+    }
+
+    #[test]
+    fn email_settings_are_whole_or_absent() {
+        let s = load(&[
+            (
+                "PRINTERNIZER_STATS__AGGREGATOR__EMAIL__SMTP_URL",
+                "smtps://u:pw@mail.example.org",
+            ),
+            (
+                "PRINTERNIZER_STATS__AGGREGATOR__EMAIL__FROM",
+                "stats@example.org",
+            ),
+            (
+                "PRINTERNIZER_STATS__AGGREGATOR__EMAIL__TO",
+                "a@example.org,b@example.org",
+            ),
+        ])
+        .expect("loads");
+        assert_eq!(s.aggregator.email.to.len(), 2);
+        let err = load(&[(
+            "PRINTERNIZER_STATS__AGGREGATOR__EMAIL__FROM",
+            "stats@example.org",
+        )])
+        .expect_err("no smtp_url");
+        assert!(
+            err.to_string().contains("aggregator.email.smtp_url"),
+            "{err}"
+        );
+        let err = load(&[
+            (
+                "PRINTERNIZER_STATS__AGGREGATOR__EMAIL__SMTP_URL",
+                "smtps://u:pw@h",
+            ),
+            (
+                "PRINTERNIZER_STATS__AGGREGATOR__EMAIL__FROM",
+                "not an address",
+            ),
+            ("PRINTERNIZER_STATS__AGGREGATOR__EMAIL__TO", "a@example.org"),
+        ])
+        .expect_err("bad from");
+        assert!(err.to_string().contains("aggregator.email.from"), "{err}");
+        assert!(!err.to_string().contains("pw"), "{err}");
+        let err = load(&[("PRINTERNIZER_STATS__AGGREGATOR__EMAIL__WEEKLY", "true")])
+            .expect_err("weekly without a server");
+        assert!(err.to_string().contains("aggregator.email.weekly"), "{err}");
     }
 
     #[test]

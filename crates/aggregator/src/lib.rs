@@ -26,6 +26,8 @@ pub mod api;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+mod problem;
+pub mod reports;
 pub mod store;
 pub mod submission;
 
@@ -107,6 +109,7 @@ pub struct App<S> {
     max_body_bytes: usize,
     k_anonymity: u32,
     public_dashboard: bool,
+    mailer: Option<Arc<reports::Mailer>>,
     retention: Duration,
     metrics: Metrics,
 }
@@ -133,6 +136,13 @@ impl<S: SubmissionStore> App<S> {
             max_body_bytes: settings.max_body_bytes.get() as usize,
             k_anonymity: settings.k_anonymity.get() as u32,
             public_dashboard: settings.public_dashboard,
+            mailer: match reports::Mailer::from_settings(&settings.email) {
+                Ok(m) => m.map(Arc::new),
+                Err(e) => {
+                    tracing::warn!("aggregator: e-mail reports are off: {e}");
+                    None
+                }
+            },
             retention: Duration::days(settings.retention_days.get() as i64),
             metrics: Metrics::default(),
         })
@@ -173,10 +183,18 @@ impl<S: SubmissionStore> App<S> {
                 }
             })
         };
+        let weekly = self
+            .mailer
+            .as_ref()
+            .and_then(|m| m.weekly)
+            .map(|(day, hour)| tokio::spawn(reports::schedule::run(self.clone(), day, hour)));
         let served = axum::serve(listener, api::router(self))
             .with_graceful_shutdown(shutdown)
             .await;
         retention.abort();
+        if let Some(task) = weekly {
+            task.abort();
+        }
         served.map_err(Error::Io)
     }
 }

@@ -6,6 +6,7 @@ use printernizer_stats_test_support::aggregator as support;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use printernizer_stats_test_support::smtp::SmtpSink;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{Db, Kind, NOW, PgDb, Process, Server, new_id, report};
@@ -68,6 +69,7 @@ on_both_backends!(
     distributions_count_latest_reports_k_anonymously,
     trends_errors_anomalies_and_export,
     public_dashboard_opens_reads_never_writes,
+    email_reports_reach_a_real_smtp_server,
 );
 
 const A: &str = "2026-11-20T00:00:00Z";
@@ -382,6 +384,182 @@ async fn public_dashboard_opens_reads_never_writes(kind: Kind) {
         .expect("send");
     assert_eq!(del.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(server.total().await, 0, "nothing stored without a key");
+}
+
+async fn post_report(server: &Server, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut req = http().post(server.url(path)).header("X-API-Key", "k1");
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("send");
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The e-mail reports over a real SMTP server (aiosmtpd): what arrives, to whom, k-anonymous,
+/// never to an address the request names; and the clear answers when mail cannot go.
+async fn email_reports_reach_a_real_smtp_server(kind: Kind) {
+    let sink = SmtpSink::start();
+    let server = Server::start(kind, |s| {
+        s.api_keys = vec!["k1".into()];
+        s.k_anonymity = 3u64.try_into().expect("in range");
+        s.email.smtp_url = Some(sink.url().as_str().into());
+        s.email.from = "Printernizer Stats <stats@example.org>".into();
+        s.email.to = vec!["ops@example.org".into(), "lead@example.org".into()];
+    })
+    .await;
+    let mut ids = Vec::new();
+    // 5 in Germany, 3 in Austria, 1 in France.
+    for i in 0..9 {
+        let id = new_id();
+        let mut body = report(&id, A, B);
+        body["installation"]["country_code"] = json!(match i {
+            0..5 => "DE",
+            5..8 => "AT",
+            _ => "FR",
+        });
+        let resp = http()
+            .post(server.url("/submit"))
+            .header("X-API-Key", "k1")
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), StatusCode::OK);
+        ids.push(id);
+    }
+    let status: Value = http()
+        .get(server.url("/reports/email-status"))
+        .header("X-API-Key", "k1")
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["configured"], true);
+    assert_eq!(status["host"], "127.0.0.1");
+    assert_eq!(status["recipients_count"], 2);
+    assert_eq!(status["from_email"], "stats@example.org");
+    assert_eq!(status["weekly_schedule"]["enabled"], false);
+
+    let (s, v) = post_report(&server, "/reports/test-email", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["recipients"],
+        json!(["ops@example.org", "lead@example.org"])
+    );
+    let (s, v) = post_report(
+        &server,
+        "/reports/weekly",
+        Some(json!({"recipients": null})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["message"], "Weekly report sent successfully");
+    let (s, v) = post_report(
+        &server,
+        "/reports/monthly",
+        Some(json!({"recipients": ["lead@example.org"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["recipients"], json!(["lead@example.org"]));
+    // Not a relay: an address that is not configured is refused, nothing is sent.
+    let (s, v) = post_report(
+        &server,
+        "/reports/weekly",
+        Some(json!({"recipients": ["someone@elsewhere.example"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let no_key = http()
+        .post(server.url("/reports/weekly"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(no_key.status(), StatusCode::UNAUTHORIZED);
+
+    let mails = sink.wait_for(3);
+    assert_eq!(mails.len(), 3, "{mails:?}");
+    let (test, weekly, monthly) = (&mails[0], &mails[1], &mails[2]);
+    assert_eq!(test["subject"], "Printernizer Stats - Test Email");
+    assert_eq!(
+        weekly["rcpt_tos"],
+        json!(["ops@example.org", "lead@example.org"])
+    );
+    assert_eq!(weekly["mail_from"], "stats@example.org");
+    assert_eq!(weekly["content_type"], "multipart/alternative");
+    assert!(
+        weekly["subject"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("Printernizer Weekly Stats Summary - Nov 28, 2026")),
+        "{weekly}"
+    );
+    let text = weekly["text"].as_str().expect("a text part");
+    let html = weekly["html"].as_str().expect("an HTML part");
+    assert!(text.contains("Installations: 9"), "{text}");
+    assert!(
+        html.contains("Buckets under 3 installations are folded"),
+        "{html}"
+    );
+    // FR (1) is under k: it folds into other, with AT (the smallest) so that other reaches k.
+    assert!(
+        text.contains("Germany: 5 (") && text.contains("Other: 4 ("),
+        "{text}"
+    );
+    assert!(
+        !text.contains("France") && !html.contains("France"),
+        "{text}"
+    );
+    assert_eq!(monthly["rcpt_tos"], json!(["lead@example.org"]));
+    assert!(
+        monthly["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("DEPLOYMENT")),
+        "{monthly}"
+    );
+    for m in &mails {
+        let all = m.to_string();
+        for id in &ids {
+            assert!(!all.contains(id.as_str()), "an installation id in a mail");
+        }
+    }
+
+    // Mail that cannot go: not configured (503), the SMTP server gone (502).
+    let plain = Server::start(kind, |_| {}).await;
+    let resp = http()
+        .post(plain.url("/reports/weekly"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let status: Value = get(&plain, "/reports/email-status").await.1;
+    assert_eq!(status["configured"], false);
+    let closed = format!("smtp://127.0.0.1:{}", support::free_port());
+    let broken = Server::start(kind, |s| {
+        s.email.smtp_url = Some(closed.as_str().into());
+        s.email.from = "stats@example.org".into();
+        s.email.to = vec!["ops@example.org".into()];
+    })
+    .await;
+    let resp = http()
+        .post(broken.url("/reports/test-email"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    // Credentials in the URL are never shown.
+    let secret = Server::start(kind, |s| {
+        s.email.smtp_url = Some("smtps://mailer:s3cret-pw@mail.example.org:465".into());
+        s.email.from = "stats@example.org".into();
+        s.email.to = vec!["ops@example.org".into()];
+    })
+    .await;
+    let (_, status) = get(&secret, "/reports/email-status").await;
+    assert_eq!(status["host"], "mail.example.org");
+    assert_eq!(status["use_ssl"], true);
+    assert!(!status.to_string().contains("s3cret"), "{status}");
 }
 
 async fn hostile_input_gets_4xx_and_stores_nothing(kind: Kind) {
@@ -898,7 +1076,7 @@ async fn two_processes_share_one_postgres_rate_limit() {
     assert_eq!(
         pg.query_text("SELECT count(*) FROM schema_migrations")
             .await,
-        ["1"]
+        ["2"]
     );
     assert!(a.stop(), "SIGTERM ends the server cleanly");
     assert!(b.stop());

@@ -10,6 +10,7 @@
 //!   or as its binary ([`aggregator::Process`]);
 //! * [`browser`] — a headless Chromium over WebDriver ([`browser::Browser`]);
 //! * [`report`] — report bodies as a client sends them;
+//! * [`smtp`] — a real SMTP server (aiosmtpd) that keeps what it receives ([`smtp::SmtpSink`]);
 //! * [`printernizer`] — a Printernizer REST API stand-in serving responses recorded from a real
 //!   Printernizer 2.42 (`fixtures/printernizer-api/`).
 //!
@@ -23,3 +24,4 @@ pub mod mqtt;
 pub mod postgres;
 pub mod printernizer;
 pub mod report;
+pub mod smtp;

@@ -26,7 +26,8 @@ use serde_json::Value;
 use crate::App;
 use crate::analytics::Ask;
 use crate::store::SubmissionStore;
-use svg::{Bar, columns, esc, hbars};
+pub(crate) use svg::esc;
+use svg::{Bar, columns, hbars};
 
 const PAGE: &str = include_str!("page.html");
 const SCRIPT: &str = include_str!("app.js");
@@ -84,7 +85,7 @@ pub(crate) async fn panels<S: SubmissionStore>(State(app): State<Arc<App<S>>>) -
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
-        Err(e) => crate::api::unavailable("rendering the dashboard", &e),
+        Err(e) => crate::problem::unavailable("rendering the dashboard", &e),
     }
 }
 

@@ -7,6 +7,7 @@
 //!   as columns, and the three maps (`printer_type_counts`, `feature_usage`, `error_summary`) as
 //!   JSON exactly as validated. Unique `(installation_id, period_start, period_end)` and unique
 //!   `idempotency_key`. No address, no header, no raw body is ever stored.
+//! * `report_mailings` — which scheduled e-mail report went out for which period.
 //! * `rate_limits` (PostgreSQL) — per installation: `window_start` and `count` of accepted
 //!   submissions in the hour since `window_start`. SQLite counts the submissions themselves.
 //!
@@ -142,6 +143,15 @@ pub trait SubmissionStore: Send + Sync + 'static {
         before: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Claims the scheduled mailing `kind` of `period` (e.g. `weekly`, `2026-W49`): `true` for
+    /// the first claim only — across restarts and across servers sharing the database.
+    fn claim_mailing(
+        &self,
+        kind: &'static str,
+        period: String,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Totals for `/stats/summary`.
     fn summary(&self) -> impl Future<Output = Result<Summary>> + Send;

@@ -28,7 +28,8 @@ const MIGRATION_LOCK: i64 = 0x7072_6e7a_7374_6174;
 /// Most pooled connections per server process.
 const POOL_SIZE: usize = 16;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE submissions (
     id                   BIGSERIAL   PRIMARY KEY,
     installation_id      UUID        NOT NULL,
@@ -63,7 +64,16 @@ CREATE TABLE rate_limits (
     window_start    TIMESTAMPTZ NOT NULL,
     count           BIGINT      NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE report_mailings (
+    kind    TEXT        NOT NULL,
+    period  TEXT        NOT NULL,
+    sent_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (kind, period)
+);
+"#,
+];
 
 /// PostgreSQL-backed [`SubmissionStore`].
 #[derive(Clone)]
@@ -286,6 +296,23 @@ impl SubmissionStore for PgStore {
             )
             .await?;
         Ok(n)
+    }
+
+    async fn claim_mailing(
+        &self,
+        kind: &'static str,
+        period: String,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                "INSERT INTO report_mailings (kind, period, sent_at) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+                &[&kind, &period, &at],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     async fn summary(&self) -> Result<Summary> {

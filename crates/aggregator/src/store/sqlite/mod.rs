@@ -213,6 +213,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_scheduled_mailing_is_claimed_once_across_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agg.db");
+        let store = SqliteStore::open(&path).expect("open");
+        assert!(
+            store
+                .claim_mailing("weekly", "2026-W49".into(), now())
+                .await
+                .expect("claim")
+        );
+        assert!(
+            !store
+                .claim_mailing("weekly", "2026-W49".into(), now())
+                .await
+                .expect("claim")
+        );
+        drop(store);
+        let store = SqliteStore::open(&path).expect("reopen");
+        assert!(
+            !store
+                .claim_mailing("weekly", "2026-W49".into(), now())
+                .await
+                .expect("claim")
+        );
+        assert!(
+            store
+                .claim_mailing("weekly", "2026-W50".into(), now())
+                .await
+                .expect("claim")
+        );
+    }
+
+    #[tokio::test]
     async fn a_version_1_database_keeps_its_rows_ids_and_keys() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("agg.db");

@@ -33,6 +33,23 @@ impl SubmissionStore for SqliteStore {
         self.command(|reply| Command::Prune { before, reply }).await
     }
 
+    async fn claim_mailing(
+        &self,
+        kind: &'static str,
+        period: String,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let n = self
+            .command(|reply| Command::Claim {
+                kind,
+                period,
+                at,
+                reply,
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
     async fn summary(&self) -> Result<Summary> {
         self.read(|conn| {
             let (total, unique, latest): (i64, i64, Option<String>) = conn.query_row(

@@ -119,6 +119,20 @@ ALTER TABLE submissions_v1 RENAME TO submissions;
 CREATE INDEX submissions_received_at ON submissions (received_at);
 "#,
     },
+    // 3: which scheduled e-mail report went out for which period, so that a restart (or a
+    // second server) never sends one twice.
+    Migration {
+        name: "report mailings",
+        up: r#"
+CREATE TABLE report_mailings (
+    kind    TEXT NOT NULL,
+    period  TEXT NOT NULL,
+    sent_at TEXT NOT NULL,
+    PRIMARY KEY (kind, period)
+);
+"#,
+        down: "DROP TABLE report_mailings;",
+    },
 ];
 
 /// Brings the database to the newest schema (the shared runner); a newer database is refused.

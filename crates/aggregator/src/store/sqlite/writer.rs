@@ -31,6 +31,12 @@ pub(super) enum Command {
         before: DateTime<Utc>,
         reply: oneshot::Sender<Result<u64>>,
     },
+    Claim {
+        kind: &'static str,
+        period: String,
+        at: DateTime<Utc>,
+        reply: oneshot::Sender<Result<u64>>,
+    },
 }
 
 /// A submission as the writer binds it: every value already in its column's form, made on the
@@ -231,6 +237,12 @@ fn execute(tx: &Connection, cmd: Command) -> Pending {
         }
         Command::Delete { id, reply } => Pending::Count(reply, delete(tx, id)),
         Command::Prune { before, reply } => Pending::Count(reply, prune(tx, before)),
+        Command::Claim {
+            kind,
+            period,
+            at,
+            reply,
+        } => Pending::Count(reply, claim(tx, kind, &period, at)),
     }
 }
 
@@ -239,9 +251,9 @@ fn execute_failed(cmd: Command, msg: &str) -> Pending {
     let err = Error::Write(msg.to_owned());
     match cmd {
         Command::Submit { reply, row } => Pending::Submit(reply, Err(err), row),
-        Command::Delete { reply, .. } | Command::Prune { reply, .. } => {
-            Pending::Count(reply, Err(err))
-        }
+        Command::Delete { reply, .. }
+        | Command::Prune { reply, .. }
+        | Command::Claim { reply, .. } => Pending::Count(reply, Err(err)),
     }
 }
 
@@ -348,6 +360,16 @@ fn prune(tx: &Connection, before: DateTime<Utc>) -> Result<u64> {
     let n = tx.execute(
         "DELETE FROM submissions WHERE received_at < ?1",
         [fmt_ts(before)],
+    )?;
+    Ok(n as u64)
+}
+
+/// 1 when this is the first claim of `(kind, period)`, else 0.
+fn claim(tx: &Connection, kind: &str, period: &str, at: DateTime<Utc>) -> Result<u64> {
+    let n = tx.execute(
+        "INSERT INTO report_mailings (kind, period, sent_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT DO NOTHING",
+        rusqlite::params![kind, period, fmt_ts(at)],
     )?;
     Ok(n as u64)
 }
