@@ -8,10 +8,10 @@
 //!   answers at `PRINTERNIZER_STATS_TEST_PG` (default `postgres://postgres@127.0.0.1:5432/postgres`).
 //!
 //! Each at concurrency 16 and 64, in `BENCH_ROUNDS` (default 3) interleaved rounds of
-//! baseline then SQLite (the machine's speed drifts by tens of percent between runs, so every
-//! SQLite phase is compared with the baseline phase right before it), PostgreSQL once. Prints
-//! submissions/s, p50 and p99 latency, the ratio to the baseline, and the medians over the
-//! rounds. docs/PERFORMANCE.md records the figures.
+//! baseline, SQLite, PostgreSQL (the machine's speed drifts by tens of percent between runs, so
+//! every phase is compared with the baseline phase of its round); `BENCH_TARGETS=sqlite` or
+//! `postgres` loads one backend only. Prints submissions/s, p50 and p99 latency, the ratio to
+//! the baseline, and the medians over the rounds. docs/PERFORMANCE.md records the figures.
 //!
 //! Every request carries a new installation id, stamped into a pre-built body (a 36-byte copy),
 //! so the stores insert a new row each time and the client's cost stays the same everywhere.
@@ -189,6 +189,29 @@ async fn load(url: &str, concurrency: usize, secs: f64, bodies: Arc<Bodies>) -> 
     }
 }
 
+/// One round: the baseline, then each backend against it.
+struct Round {
+    base: Result,
+    sqlite: Option<Result>,
+    postgres: Option<Result>,
+}
+
+/// `BENCH_TARGETS=sqlite`, `postgres` or `sqlite,postgres` (the default): the backends to load.
+struct Targets {
+    sqlite: bool,
+    postgres: bool,
+}
+
+impl Targets {
+    fn from_env() -> Self {
+        let v = std::env::var("BENCH_TARGETS").unwrap_or_else(|_| "sqlite,postgres".into());
+        Self {
+            sqlite: v.contains("sqlite"),
+            postgres: v.contains("postgres"),
+        }
+    }
+}
+
 async fn serve(router: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -208,6 +231,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .filter(|&n| n > 0)
         .unwrap_or(3);
+    let targets = Targets::from_env();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -228,6 +252,7 @@ fn main() {
         let pg_url = std::env::var("PRINTERNIZER_STATS_TEST_PG")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let pg = match tokio_postgres::connect(&pg_url, tokio_postgres::NoTls).await {
+            _ if !targets.postgres => None,
             Ok((admin, conn)) => {
                 tokio::spawn(conn);
                 let db = format!("printernizer_stats_bench_{}", std::process::id());
@@ -282,36 +307,48 @@ fn main() {
             for _ in 0..rounds {
                 let base = load(&baseline, concurrency, secs, bodies.clone()).await;
                 row("baseline (parse only)", &base, &base);
-                let s = load(&ours, concurrency, secs, bodies.clone()).await;
-                row("aggregator, SQLite", &s, &base);
-                rounds_seen.push((base, s));
-            }
-            if let Some((url, _, _)) = &pg {
-                let base = &rounds_seen[rounds_seen.len() - 1].0;
-                let p = load(url, concurrency, secs, bodies.clone()).await;
-                row("aggregator, PostgreSQL", &p, base);
+                let mut round = Round {
+                    base,
+                    sqlite: None,
+                    postgres: None,
+                };
+                if targets.sqlite {
+                    let s = load(&ours, concurrency, secs, bodies.clone()).await;
+                    row("aggregator, SQLite", &s, &round.base);
+                    round.sqlite = Some(s);
+                }
+                if let Some((url, _, _)) = &pg {
+                    let p = load(url, concurrency, secs, bodies.clone()).await;
+                    row("aggregator, PostgreSQL", &p, &round.base);
+                    round.postgres = Some(p);
+                }
+                rounds_seen.push(round);
             }
             summary.push((concurrency, rounds_seen));
         }
-        println!("\nmedians over {rounds} rounds");
+        println!("\nmedians over {rounds} rounds (each ratio against the baseline of its round)");
         println!(
-            "{:>5} {:>14} {:>14} {:>12} {:>12} {:>10}",
-            "conc", "baseline/s", "SQLite/s", "base p99 ms", "SQLite p99", "ratio"
+            "{:<10} {:>5} {:>12} {:>9} {:>9}",
+            "backend", "conc", "subs/s", "p99 ms", "ratio"
         );
         for (concurrency, seen) in &summary {
-            let median = |f: &dyn Fn(&(Result, Result)) -> f64| {
-                let mut v: Vec<f64> = seen.iter().map(f).collect();
+            let median = |f: &dyn Fn(&Round) -> Option<f64>| {
+                let mut v: Vec<f64> = seen.iter().filter_map(f).collect();
                 v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
+                v.get(v.len() / 2).copied()
             };
-            println!(
-                "{concurrency:>5} {:>14.0} {:>14.0} {:>12.2} {:>12.2} {:>9.2}×",
-                median(&|(b, _)| b.per_s),
-                median(&|(_, s)| s.per_s),
-                median(&|(b, _)| b.p99_ms),
-                median(&|(_, s)| s.p99_ms),
-                median(&|(b, s)| s.per_s / b.per_s),
-            );
+            let line = |name: &str, pick: &dyn Fn(&Round) -> Option<&Result>| {
+                if let (Some(per_s), Some(p99), Some(ratio)) = (
+                    median(&|r| pick(r).map(|x| x.per_s)),
+                    median(&|r| pick(r).map(|x| x.p99_ms)),
+                    median(&|r| pick(r).map(|x| x.per_s / r.base.per_s)),
+                ) {
+                    println!("{name:<10} {concurrency:>5} {per_s:>12.0} {p99:>9.2} {ratio:>8.2}×");
+                }
+            };
+            line("baseline", &|r| Some(&r.base));
+            line("SQLite", &|r| r.sqlite.as_ref());
+            line("PostgreSQL", &|r| r.postgres.as_ref());
         }
         use printernizer_stats_aggregator::store::SubmissionStore;
         if let Ok(summary) = sqlite.summary().await {

@@ -60,6 +60,7 @@ on_both_backends!(
     idempotent_retries_return_the_original_id,
     rate_limit_answers_429_with_retry_after,
     concurrent_submits_accept_exactly_the_limit,
+    a_concurrent_mix_gets_one_consistent_answer_each,
     api_keys_guard_everything_but_health,
     hostile_input_gets_4xx_and_stores_nothing,
     delete_installation_removes_everything_of_that_id,
@@ -258,6 +259,90 @@ async fn concurrent_submits_accept_exactly_the_limit(kind: Kind) {
         assert_eq!((ok, limited), (limit as usize, 100 - limit as usize));
         assert_eq!(server.total().await, u64::from(limit));
     }
+}
+
+/// Everything at once — the way a batch of group commit sees it: 20 installations each send
+/// three periods (limit 2) and repeat their first twice, and 10 new installations share one
+/// `Idempotency-Key`. Every request of one installation and period gets the same id, exactly
+/// two periods of each are stored, a refused period is never stored, one key stores one row.
+async fn a_concurrent_mix_gets_one_consistent_answer_each(kind: Kind) {
+    let server = Server::start(kind, |s| {
+        s.rate_limit_per_hour = 2.try_into().expect("in range")
+    })
+    .await;
+    let periods = [
+        ("2026-11-01T00:00:00Z", "2026-11-08T00:00:00Z"),
+        ("2026-11-08T00:00:00Z", "2026-11-15T00:00:00Z"),
+        ("2026-11-15T00:00:00Z", "2026-11-22T00:00:00Z"),
+    ];
+    let installations: Vec<String> = (0..20).map(|_| new_id()).collect();
+    let mut requests: Vec<(String, usize, Option<&str>)> = Vec::new();
+    for id in &installations {
+        for p in [0, 1, 2, 0, 0] {
+            requests.push((id.clone(), p, None));
+        }
+    }
+    let shared_key = "one-key-for-ten";
+    for _ in 0..10 {
+        requests.push((new_id(), 0, Some(shared_key)));
+    }
+    let client = http();
+    let tasks: Vec<_> = requests
+        .iter()
+        .map(|(id, p, key)| {
+            let mut req =
+                client
+                    .post(server.url("/submit"))
+                    .json(&report(id, periods[*p].0, periods[*p].1));
+            if let Some(k) = key {
+                req = req.header("Idempotency-Key", *k);
+            }
+            tokio::spawn(async move {
+                let resp = req.send().await.expect("send");
+                let status = resp.status();
+                let v: Value = resp.json().await.expect("json");
+                (status, v["submission_id"].as_i64())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.expect("task"));
+    }
+
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut stored: BTreeMap<(&str, usize), BTreeSet<i64>> = BTreeMap::new();
+    let mut refused: BTreeSet<(&str, usize)> = BTreeSet::new();
+    let mut keyed = BTreeSet::new();
+    for ((id, p, key), (status, sid)) in requests.iter().zip(&answers) {
+        match (*status, key) {
+            (StatusCode::OK, Some(_)) => {
+                keyed.insert(sid.expect("id"));
+            }
+            (StatusCode::OK, None) => {
+                stored
+                    .entry((id.as_str(), *p))
+                    .or_default()
+                    .insert(sid.expect("id"));
+            }
+            (StatusCode::TOO_MANY_REQUESTS, None) => {
+                refused.insert((id.as_str(), *p));
+            }
+            (other, _) => panic!("unexpected {other} for {id} period {p}"),
+        }
+    }
+    assert_eq!(keyed.len(), 1, "one key, one row: {keyed:?}");
+    for (k, ids) in &stored {
+        assert_eq!(ids.len(), 1, "{k:?} answered with several ids: {ids:?}");
+        assert!(!refused.contains(k), "{k:?} was both stored and refused");
+    }
+    for id in &installations {
+        let n = stored.keys().filter(|(i, _)| *i == id.as_str()).count();
+        assert_eq!(n, 2, "installation {id}: {stored:?}");
+    }
+    let all: BTreeSet<i64> = stored.values().flatten().copied().collect();
+    assert_eq!(all.len(), 40, "distinct rows, distinct ids");
+    assert_eq!(server.total().await, 41);
 }
 
 async fn api_keys_guard_everything_but_health(kind: Kind) {
@@ -1079,6 +1164,90 @@ async fn two_processes_share_one_postgres_rate_limit() {
         ["2"]
     );
     assert!(a.stop(), "SIGTERM ends the server cleanly");
+    assert!(b.stop());
+}
+
+/// One report sent 60 times at once, split over two server processes on one PostgreSQL
+/// database: one row, every answer names it, and the rate limit is used once — a request that
+/// lost the race to its twin on the other replica gives its unit back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_store_a_repeated_report_once() {
+    let pg = PgDb::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [("PRINTERNIZER_STATS__AGGREGATOR__RATE_LIMIT_PER_HOUR", "2")];
+    let (mut a, mut b) = std::thread::scope(|s| {
+        let a = s.spawn(|| Process::spawn(dir.path(), &pg.url, &env));
+        let b = s.spawn(|| Process::spawn(dir.path(), &pg.url, &env));
+        (a.join().expect("a"), b.join().expect("b"))
+    });
+    let id = new_id();
+    let body = report(&id, A, B);
+    let client = http();
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let url = if i % 2 == 0 {
+            a.url("/submit")
+        } else {
+            b.url("/submit")
+        };
+        let (client, body) = (client.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let resp = client.post(url).json(&body).send().await.expect("send");
+            let status = resp.status();
+            let v: Value = resp.json().await.expect("json");
+            (status, v["submission_id"].as_i64())
+        }));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for t in tasks {
+        let (status, sid) = t.await.expect("task");
+        assert_eq!(status, StatusCode::OK);
+        ids.insert(sid.expect("an id"));
+    }
+    assert_eq!(
+        ids.len(),
+        1,
+        "every answer names the one stored row: {ids:?}"
+    );
+    let count = |sql: String| {
+        let pg = &pg;
+        async move { pg.query_text(&sql).await }
+    };
+    assert_eq!(
+        count(format!(
+            "SELECT count(*) FROM submissions WHERE installation_id = '{id}'"
+        ))
+        .await,
+        ["1"]
+    );
+    assert_eq!(
+        count(format!(
+            "SELECT count FROM rate_limits WHERE installation_id = '{id}'"
+        ))
+        .await,
+        ["1"],
+        "duplicates use no rate limit"
+    );
+    // So exactly one more period fits in this hour.
+    let next = |start: &str, end: &str| {
+        let body = report(&id, start, end);
+        let (client, url) = (client.clone(), b.url("/submit"));
+        async move {
+            client
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .expect("send")
+                .status()
+        }
+    };
+    assert_eq!(next(B, "2026-11-28T00:00:00Z").await, StatusCode::OK);
+    assert_eq!(
+        next("2026-11-28T00:00:00Z", "2026-11-29T00:00:00Z").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert!(a.stop());
     assert!(b.stop());
 }
 

@@ -11,8 +11,8 @@
 //! * `rate_limits` (PostgreSQL) — per installation: `window_start` and `count` of accepted
 //!   submissions in the hour since `window_start`. SQLite counts the submissions themselves.
 //!
-//! ## One submission, one transaction
-//! [`SubmissionStore::submit`] runs, in one transaction:
+//! ## The rules of one submission
+//! [`SubmissionStore::submit`] applies, atomically:
 //! 1. **Duplicate?** A row with the same `Idempotency-Key`, or the same installation and period
 //!    → [`SubmitOutcome::Duplicate`] with the original id; nothing written, no rate limit used.
 //! 2. **Rate limit** — on PostgreSQL a single conditional upsert on `rate_limits` (SQLite, with
@@ -28,8 +28,12 @@
 //!    locks the conflicting row, so concurrent requests — also from other server processes —
 //!    queue on it and each sees the committed count: the check and the increment cannot
 //!    interleave. (SQLite has one writer anyway.)
-//! 3. **Insert.** A unique violation here means a concurrent duplicate won the race: the
-//!    transaction is rolled back (the rate-limit increment with it) and the winner's id returned.
+//! 3. **Insert.** A unique violation here means a concurrent duplicate won the race: its
+//!    rate-limit increment is undone in the same transaction and the winner's id returned.
+//!
+//! Both backends commit in groups: SQLite's writer thread puts whatever is queued into one
+//! transaction, PostgreSQL's committer puts it into one statement over arrays
+//! (`postgres/batch.rs`) — one durable commit for many submissions, the rules per submission.
 
 mod postgres;
 mod sqlite;

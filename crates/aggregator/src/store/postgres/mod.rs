@@ -2,10 +2,13 @@
 //!
 //! tokio-postgres with a deadpool pool (all I/O async, nothing blocks the runtime). The rules
 //! are the SQLite backend's (see the parent module); what makes them hold across processes:
-//! * the rate-limit upsert locks the installation's `rate_limits` row, so concurrent submits
-//!   queue there and each re-evaluates the condition on the committed row;
-//! * a duplicate that raced past the first lookup hits a unique index; the transaction is
-//!   rolled back and the winner's id returned;
+//! * submissions are stored in batches ([`batch`]: group commit, one statement for every
+//!   submission that arrived while the previous transaction ran);
+//! * the rate-limit upsert locks each installation's `rate_limits` row, so concurrent submits
+//!   (here or on another replica) queue there and each re-evaluates the condition on the
+//!   committed row;
+//! * a duplicate that raced past the lookup meets a unique index (`ON CONFLICT DO NOTHING`):
+//!   its rate-limit unit is given back in the same transaction and the winner's id returned;
 //! * migrations run under a transaction-scoped advisory lock, so replicas starting together
 //!   migrate once.
 //!
@@ -14,10 +17,12 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
-use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
+
+mod batch;
 
 use super::{Dialect, RateLimit, SubmissionStore, SubmitOutcome, Summary, Tally, TallyRow};
 use crate::submission::Submission;
@@ -79,6 +84,8 @@ CREATE TABLE report_mailings (
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Submissions on their way to a committer ([`batch`]).
+    batches: mpsc::Sender<batch::Job>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -101,175 +108,75 @@ impl PgStore {
             },
         );
         let pool = Pool::builder(manager).max_size(POOL_SIZE).build()?;
-        let store = Self { pool };
-        store.migrate().await?;
-        Ok(store)
+        migrate(&pool).await?;
+        let batches = batch::start(pool.clone());
+        Ok(Self { pool, batches })
     }
+}
 
-    async fn migrate(&self) -> Result<()> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-            .await?;
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
+async fn migrate(pool: &Pool) -> Result<()> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
                 version    INTEGER     PRIMARY KEY,
                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .await?;
+    let applied: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    let known = MIGRATIONS.len() as i32;
+    if applied > known {
+        return Err(Error::Schema(format!(
+            "the aggregator database has schema version {applied}, newer than this \
+                 program's {known}: use a newer printernizer-stats"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[&(i as i32 + 1)],
         )
         .await?;
-        let applied: i32 = tx
-            .query_one(
-                "SELECT coalesce(max(version), 0) FROM schema_migrations",
-                &[],
-            )
-            .await?
-            .get(0);
-        let known = MIGRATIONS.len() as i32;
-        if applied > known {
-            return Err(Error::Schema(format!(
-                "the aggregator database has schema version {applied}, newer than this \
-                 program's {known}: use a newer printernizer-stats"
-            )));
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
-            tx.batch_execute(sql).await?;
-            tx.execute(
-                "INSERT INTO schema_migrations (version) VALUES ($1)",
-                &[&(i as i32 + 1)],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
+    tx.commit().await?;
+    Ok(())
 }
 
-async fn find_duplicate(c: &impl GenericClient, s: &Submission) -> Result<Option<i64>> {
-    Ok(c.query_opt(
-        "SELECT id FROM submissions
-          WHERE (idempotency_key IS NOT NULL AND idempotency_key = $1)
-             OR (installation_id = $2 AND period_start = $3 AND period_end = $4)
-          ORDER BY id LIMIT 1",
-        &[
-            &s.idempotency_key,
-            &s.installation_id,
-            &s.period_start,
-            &s.period_end,
-        ],
-    )
-    .await?
-    .map(|r| r.get(0)))
-}
-
-fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
-    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
-}
-
-fn count(n: u64) -> i64 {
+pub(super) fn count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 impl SubmissionStore for PgStore {
     async fn submit(
         &self,
-        s: Submission,
+        submission: Submission,
         now: DateTime<Utc>,
         limit: RateLimit,
     ) -> Result<SubmitOutcome> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        if let Some(id) = find_duplicate(&tx, &s).await? {
-            return Ok(SubmitOutcome::Duplicate(id));
-        }
-        let allowed = tx
-            .query_opt(
-                "INSERT INTO rate_limits (installation_id, window_start, count) VALUES ($1, $2, 1)
-                 ON CONFLICT (installation_id) DO UPDATE SET
-                    window_start = CASE WHEN rate_limits.window_start <= $3
-                                        THEN excluded.window_start
-                                        ELSE rate_limits.window_start END,
-                    count = CASE WHEN rate_limits.window_start <= $3
-                                 THEN 1 ELSE rate_limits.count + 1 END
-                 WHERE rate_limits.window_start <= $3 OR rate_limits.count < $4
-                 RETURNING count",
-                &[
-                    &s.installation_id,
-                    &now,
-                    &(now - limit.window),
-                    &i64::from(limit.max),
-                ],
-            )
-            .await?
-            .is_some();
-        if !allowed {
-            // A request that waited on the row lock for its own twin sees the twin now.
-            if let Some(id) = find_duplicate(&tx, &s).await? {
-                return Ok(SubmitOutcome::Duplicate(id));
-            }
-            let start: DateTime<Utc> = tx
-                .query_one(
-                    "SELECT window_start FROM rate_limits WHERE installation_id = $1",
-                    &[&s.installation_id],
-                )
-                .await?
-                .get(0);
-            return Ok(SubmitOutcome::RateLimited {
-                retry_after_s: limit.retry_after(start, now),
-            });
-        }
-        let inserted = tx
-            .query_one(
-                "INSERT INTO submissions (
-                    installation_id, idempotency_key, received_at, schema_version,
-                    submission_timestamp, first_seen, period_start, period_end, duration_days,
-                    app_version, python_version, platform, deployment_mode, country_code,
-                    printer_count, printer_type_counts, job_count, jobs_completed, jobs_failed,
-                    file_count, upload_count, uptime_hours, feature_usage, error_summary)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                         $17, $18, $19, $20, $21, $22, $23, $24)
-                 RETURNING id",
-                &[
-                    &s.installation_id,
-                    &s.idempotency_key,
-                    &now,
-                    &s.schema_version,
-                    &s.submission_timestamp,
-                    &s.first_seen,
-                    &s.period_start,
-                    &s.period_end,
-                    &s.duration_days,
-                    &s.app_version,
-                    &s.python_version,
-                    &s.platform,
-                    &s.deployment_mode,
-                    &s.country_code,
-                    &count(s.printer_count),
-                    &Json(&s.printer_type_counts),
-                    &count(s.job_count),
-                    &s.jobs_completed.map(count),
-                    &s.jobs_failed.map(count),
-                    &count(s.file_count),
-                    &count(s.upload_count),
-                    &count(s.uptime_hours),
-                    &Json(&s.feature_usage),
-                    &Json(&s.error_summary),
-                ],
-            )
-            .await;
-        match inserted {
-            Ok(row) => {
-                tx.commit().await?;
-                Ok(SubmitOutcome::Created(row.get(0)))
-            }
-            Err(e) if is_unique_violation(&e) => {
-                tx.rollback().await?;
-                match find_duplicate(&client, &s).await? {
-                    Some(id) => Ok(SubmitOutcome::Duplicate(id)),
-                    None => Err(e.into()),
-                }
-            }
-            Err(e) => Err(e.into()),
-        }
+        let (reply, answer) = oneshot::channel();
+        let job = batch::Job {
+            maps: batch::Maps::of(&submission)?,
+            submission,
+            now,
+            limit,
+            reply,
+        };
+        self.batches
+            .send(job)
+            .await
+            .map_err(|_| Error::Write("the submission committers have stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Write("a submission committer stopped".into()))?
     }
 
     async fn delete_installation(&self, id: Uuid) -> Result<u64> {
