@@ -9,6 +9,10 @@
 //! 4. the Printernizer bridge (`printernizer.url`, or in the add-on through the Supervisor);
 //! 5. MQTT ingest and Home Assistant discovery (`mqtt.enabled`).
 //!
+//! A database file deleted, replaced or emptied under `run` (see `store::writer`) stops it the
+//! same way, with [`crate::Error::FileLost`]: the binary then sets the remains aside and starts
+//! over (`instance::start_over`).
+//!
 //! Shutdown is passed in as a [`CancellationToken`] (the binary cancels it on SIGTERM/Ctrl-C).
 //! Every task is spawned on one [`TaskTracker`] and awaited before `run` returns — MQTT first,
 //! so that `offline` is published and every acknowledged event is committed — with a bound of
@@ -88,13 +92,34 @@ pub async fn run(
             return Err(e);
         }
     };
-    stop.cancelled().await;
-    tracing::info!("shutting down");
+    let mut lost = service.store().file_lost();
+    let loss = tokio::select! {
+        () = stop.cancelled() => None,
+        loss = lost.wait_for(Option::is_some) => loss.ok().and_then(|l| *l),
+    };
+    match loss {
+        None => tracing::info!("shutting down"),
+        Some(_) => tracing::warn!(
+            "stopping to start over with a new database file; the MQTT session is kept, so \
+             the broker delivers every event that was not acknowledged"
+        ),
+    }
+    stop.cancel();
     if let Some(mqtt) = mqtt {
         mqtt.shutdown().await;
     }
     finish(tasks).await;
-    Ok(())
+    match loss {
+        None => Ok(()),
+        Some(loss) => Err(crate::Error::FileLost {
+            loss,
+            message: format!(
+                "the database file {} {} while running",
+                service.store().path().display(),
+                loss.describe()
+            ),
+        }),
+    }
 }
 
 /// Starts everything; returns the MQTT handle (stopped first, in order) once connected.
@@ -107,6 +132,10 @@ async fn start(
     stop: &CancellationToken,
 ) -> Result<Option<mqtt::MqttHandle>> {
     tasks.spawn(prune_daily(service.clone(), stop.clone()));
+    tasks.spawn(crate::service::external::watch(
+        service.clone(),
+        stop.clone(),
+    ));
     let submitter = Submitter::configured(service)?;
     match (&submitter, settings.submission_endpoint()) {
         (Some(s), Some(endpoint)) => {
@@ -137,9 +166,13 @@ async fn start(
         tracing::info!("MQTT disabled (mqtt.enabled = false)");
         return Ok(None);
     }
-    let client_id = format!(
-        "printernizer-stats-{}",
-        service.stable_tag("mqtt-client-id")
+    // Recorded beside the database, so that a replaced database file resumes the session.
+    let client_id = crate::instance::mqtt_client_id(
+        service.store().path(),
+        format!(
+            "printernizer-stats-{}",
+            service.stable_tag("mqtt-client-id")
+        ),
     );
     let broker = tokio::select! {
         broker = broker(settings, deployment, client_id) => broker?,

@@ -46,6 +46,16 @@ pub enum Error {
     #[error("database schema: {0}")]
     Schema(String),
 
+    /// The database file was deleted, replaced, emptied or damaged under a running `run`:
+    /// nothing more was acknowledged; the binary starts over with a new file.
+    #[error("{message}")]
+    FileLost {
+        /// What happened to the file.
+        loss: crate::store::FileLoss,
+        /// The line that says so.
+        message: String,
+    },
+
     /// A write batch failed and was rolled back (e.g. disk full); nothing of it is stored.
     #[error("write failed: {0}")]
     Write(String),

@@ -41,6 +41,7 @@ pub mod history;
 pub mod http;
 pub mod i18n;
 pub mod installation;
+pub mod instance;
 pub mod metrics;
 pub mod mqtt;
 pub mod service;

@@ -10,12 +10,15 @@
 //! | `DELETE /delete-all`, `DELETE /api/v1/usage-stats` | `{success, deleted_events, message}` |
 //! | `GET /history?days=30` | events per day per type, and the last 20 delivery attempts |
 //! | `GET /health` | `{"status": "ok", …}` |
+//!
+//! The `POST` and `DELETE` routes take no parameters: no body, or any JSON; anything else is a
+//! 400 `{"error": "invalid_body"}` that changes nothing ([`NoParams`]).
 
 use std::io::Write;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::{FromRequest, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -60,6 +63,43 @@ fn failure(what: &str, e: &Error) -> Response {
                 format!("{what} failed; see the add-on log"),
             )
         }
+    }
+}
+
+/// The body of a `POST`/`DELETE` that takes no parameters: nothing, or any valid JSON (which is
+/// ignored). A body that is not JSON, or that cannot be read to its end (a broken chunked
+/// transfer), is a 400 `{"error": "invalid_body"}` and the handler never runs — a request
+/// that was cut off must not opt anybody in.
+pub struct NoParams;
+
+impl<S: Send + Sync> FromRequest<S> for NoParams {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let body = Bytes::from_request(req, state).await.map_err(|r| {
+            let status = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            error(
+                status,
+                "invalid_body",
+                format!("the request body could not be read: {r}"),
+            )
+        })?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(NoParams);
+        }
+        serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+            .map(|_| NoParams)
+            .map_err(|e| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    format!("the request body is not valid JSON: {e}; send no body, or {{}}"),
+                )
+            })
     }
 }
 
@@ -169,7 +209,7 @@ async fn preview(State(s): AppState) -> Response {
     }
 }
 
-async fn opt_in(State(s): AppState) -> Response {
+async fn opt_in(State(s): AppState, _: NoParams) -> Response {
     match s.service.opt_in().await {
         Ok(id) => Json(json!({
             "success": true,
@@ -191,7 +231,7 @@ async fn opt_in(State(s): AppState) -> Response {
     }
 }
 
-async fn opt_out(State(s): AppState) -> Response {
+async fn opt_out(State(s): AppState, _: NoParams) -> Response {
     let result = crate::submission::opt_out(&s.service, s.submitter.as_ref()).await;
     match result {
         Ok(()) => Json(json!({
@@ -203,7 +243,7 @@ async fn opt_out(State(s): AppState) -> Response {
     }
 }
 
-async fn submit(State(s): AppState) -> Response {
+async fn submit(State(s): AppState, _: NoParams) -> Response {
     let Some(sub) = &s.submitter else {
         return error(
             StatusCode::CONFLICT,
@@ -320,7 +360,7 @@ async fn export(State(s): AppState) -> Response {
         .into_response()
 }
 
-async fn delete_all(State(s): AppState) -> Response {
+async fn delete_all(State(s): AppState, _: NoParams) -> Response {
     match s.service.delete_all().await {
         Ok(n) => Json(json!({
             "success": true,

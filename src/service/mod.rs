@@ -23,6 +23,7 @@ use crate::store::{Inserted, PendingInsert, Store, fmt_ts, parse_ts, queue, sett
 use crate::{Error, Result};
 
 mod consent;
+pub mod external;
 mod printernizer;
 mod report;
 
@@ -261,7 +262,7 @@ impl StatsService {
         self.changes.subscribe()
     }
 
-    fn changed(&self) {
+    pub(crate) fn changed(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OpenFlags, Transaction};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -33,8 +33,8 @@ use crate::clock::Clock;
 use crate::event::UsageEvent;
 use crate::{Error, Result};
 
-pub use writer::MAX_BATCH;
-use writer::{Command, WriteOutcome};
+use writer::{Command, FileGuard, WriteOutcome};
+pub use writer::{FileLoss, MAX_BATCH};
 
 /// Capacity of the writer's command channel (back-pressure beyond it).
 pub const CHANNEL_CAPACITY: usize = 4096;
@@ -112,6 +112,7 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     clock: Arc<dyn Clock>,
+    lost: Arc<tokio::sync::watch::Sender<Option<FileLoss>>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -172,9 +173,11 @@ impl Store {
 
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let writer_clock = clock.clone();
+        let lost = Arc::new(tokio::sync::watch::Sender::new(None));
+        let guard = FileGuard::new(path, lost.clone());
         let handle = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer::run(conn, rx, writer_clock))?;
+            .spawn(move || writer::run(conn, rx, writer_clock, guard))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
@@ -182,6 +185,7 @@ impl Store {
                 readers: Mutex::new(Vec::new()),
                 writer: Mutex::new(Some(handle)),
                 clock,
+                lost,
             }),
         })
     }
@@ -189,6 +193,12 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Set once the database file was deleted, replaced, emptied or found damaged under the
+    /// running process; from then on every insert fails (see `writer`).
+    pub fn file_lost(&self) -> tokio::sync::watch::Receiver<Option<FileLoss>> {
+        self.inner.lost.subscribe()
     }
 
     /// The store's clock.
@@ -233,7 +243,7 @@ impl Store {
         let clock = self.inner.clock.clone();
         let job = Box::new(move |conn: &mut Connection| {
             let result = (|| {
-                let tx = conn.transaction()?;
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let value = f(&tx, clock.now())?;
                 tx.commit()?;
                 Ok(value)
@@ -364,7 +374,7 @@ impl Store {
 
 /// First-run settings: a random installation id, the first-run date, opt-in off, a salt.
 fn init_settings(conn: &mut Connection, now: DateTime<Utc>) -> Result<()> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     settings::set_default(
         &tx,
         settings::INSTALLATION_ID,

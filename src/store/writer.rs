@@ -1,8 +1,16 @@
 //! The writer thread: the only code that writes to the database.
+//!
+//! Before every commit of events it checks that the database path still names the file it
+//! has open ([`FileGuard`]): a file deleted, replaced or emptied under a running `run` would
+//! otherwise keep taking writes — into an unlinked inode, or into a file that is now corrupt —
+//! and `run` would acknowledge events to the broker that are gone (measured before this check:
+//! 2,003 of them in one run). Once the file is lost every insert fails (never acknowledged:
+//! the broker keeps the events) and [`super::Store::file_lost`] says why; `run` then stops and
+//! starts over with a new file (`app`).
 
 use std::sync::Arc;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::rollup::RollupBatch;
@@ -29,8 +37,122 @@ pub(crate) enum Command {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// How the database file was lost under the running process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileLoss {
+    /// The path names no file any more.
+    Deleted,
+    /// The path names another file (moved or restored over it).
+    Replaced,
+    /// The file was truncated to 0 bytes.
+    Emptied,
+    /// SQLite found the file damaged (`database disk image is malformed`, not a database).
+    Damaged,
+}
+
+impl FileLoss {
+    /// What happened, for a log line.
+    pub fn describe(self) -> &'static str {
+        match self {
+            FileLoss::Deleted => "was deleted",
+            FileLoss::Replaced => "was replaced by another file",
+            FileLoss::Emptied => "was emptied (truncated to 0 bytes)",
+            FileLoss::Damaged => "is damaged (SQLite reports it malformed)",
+        }
+    }
+}
+
+/// Watches the identity of the database file (device and inode) and its size.
+pub(crate) struct FileGuard {
+    path: std::path::PathBuf,
+    identity: Option<(u64, u64)>,
+    lost: Arc<tokio::sync::watch::Sender<Option<FileLoss>>>,
+}
+
+impl FileGuard {
+    pub(crate) fn new(
+        path: &std::path::Path,
+        lost: Arc<tokio::sync::watch::Sender<Option<FileLoss>>>,
+    ) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            identity: identity(path),
+            lost,
+        }
+    }
+
+    /// `Err` once the file is lost (now or before).
+    fn check(&self) -> Result<()> {
+        if let Some(loss) = *self.lost.borrow() {
+            return Err(self.error(loss));
+        }
+        let loss = match std::fs::metadata(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(FileLoss::Deleted),
+            Err(_) => None,
+            Ok(m) => {
+                use std::os::unix::fs::MetadataExt;
+                if self.identity.is_some_and(|id| id != (m.dev(), m.ino())) {
+                    Some(FileLoss::Replaced)
+                } else if m.len() == 0 {
+                    Some(FileLoss::Emptied)
+                } else {
+                    None
+                }
+            }
+        };
+        match loss {
+            Some(loss) => Err(self.lose(loss)),
+            None => Ok(()),
+        }
+    }
+
+    fn lose(&self, loss: FileLoss) -> Error {
+        if self.lost.borrow().is_none() {
+            tracing::error!(
+                file = %self.path.display(),
+                "the database file {} while running: nothing more is stored or acknowledged \
+                 in it (the MQTT broker keeps the events)",
+                loss.describe()
+            );
+            self.lost.send_replace(Some(loss));
+        }
+        self.error(loss)
+    }
+
+    fn error(&self, loss: FileLoss) -> Error {
+        Error::Storage(format!(
+            "the database file {} {} while running",
+            self.path.display(),
+            loss.describe()
+        ))
+    }
+}
+
+/// Device and inode of `path`.
+fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Whether `e` says that the file is not a (healthy) database.
+fn is_damage(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Database(rusqlite::Error::SqliteFailure(f, _))
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
 /// The writer loop; returns when told to shut down or when every sender is gone.
-pub(crate) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, clock: Arc<dyn Clock>) {
+pub(crate) fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Command>,
+    clock: Arc<dyn Clock>,
+    guard: FileGuard,
+) {
+    let flush = |conn: &mut Connection, batch: &mut Vec<_>, clock: &dyn Clock| {
+        flush(conn, batch, clock, &guard)
+    };
     let mut batch: Vec<(UsageEvent, oneshot::Sender<WriteOutcome>)> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
@@ -65,11 +187,27 @@ fn flush(
     conn: &mut Connection,
     batch: &mut Vec<(UsageEvent, oneshot::Sender<WriteOutcome>)>,
     clock: &dyn Clock,
+    guard: &FileGuard,
 ) {
     if batch.is_empty() {
         return;
     }
-    match insert_batch(conn, batch, clock) {
+    let result = guard.check().and_then(|()| {
+        insert_batch(conn, batch, clock).map_err(|e| {
+            if is_damage(&e) {
+                guard.lose(FileLoss::Damaged)
+            } else {
+                e
+            }
+        })
+    });
+    match result {
+        Err(e) if guard.lost.borrow().is_some() => {
+            let msg = e.to_string();
+            for (_, ack) in batch.drain(..) {
+                let _ = ack.send(Err(Error::Storage(msg.clone())));
+            }
+        }
         Ok(outcomes) => {
             for ((_, ack), outcome) in batch.drain(..).zip(outcomes) {
                 let _ = ack.send(Ok(outcome));
@@ -106,7 +244,7 @@ fn insert_batch(
 ) -> Result<Vec<Inserted>> {
     let now = clock.now();
     let created_at = fmt_ts(now);
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let frozen = frozen_until(&tx)?;
     let mut rollup = RollupBatch::default();
     let mut outcomes = Vec::with_capacity(batch.len());

@@ -245,7 +245,7 @@ async fn submit<S: SubmissionStore>(
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
             r
         }
-        Err(e) => unavailable("storing a submission", &e),
+        Err(e) => unavailable(&app.outage, "storing a submission", &e),
     }
 }
 
@@ -270,7 +270,7 @@ async fn delete_installation<S: SubmissionStore>(
             }))
             .into_response()
         }
-        Err(e) => unavailable("deleting an installation", &e),
+        Err(e) => unavailable(&app.outage, "deleting an installation", &e),
     }
 }
 
@@ -312,7 +312,7 @@ async fn summary<S: SubmissionStore>(State(app): State<Arc<App<S>>>) -> Response
             "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
         }))
         .into_response(),
-        Err(e) => unavailable("reading the summary", &e),
+        Err(e) => unavailable(&app.outage, "reading the summary", &e),
     }
 }
 
@@ -394,7 +394,7 @@ async fn stats<S: SubmissionStore>(app: Arc<App<S>>, q: StatsQuery, what: Stat) 
     match answer(&app, &q, what).await {
         Ok(Ok(v)) => Json(v).into_response(),
         Ok(Err(bad)) => bad.into_response(),
-        Err(e) => unavailable("reading statistics", &e),
+        Err(e) => unavailable(&app.outage, "reading statistics", &e),
     }
 }
 

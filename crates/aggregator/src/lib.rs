@@ -112,6 +112,8 @@ pub struct App<S> {
     mailer: Option<Arc<reports::Mailer>>,
     retention: Duration,
     metrics: Metrics,
+    /// The database's condition as requests saw it (one log line per change).
+    outage: problem::Outage,
 }
 
 impl<S: SubmissionStore> App<S> {
@@ -145,6 +147,7 @@ impl<S: SubmissionStore> App<S> {
             },
             retention: Duration::days(settings.retention_days.get() as i64),
             metrics: Metrics::default(),
+            outage: problem::Outage::default(),
         })
     }
 
@@ -188,10 +191,12 @@ impl<S: SubmissionStore> App<S> {
             .as_ref()
             .and_then(|m| m.weekly)
             .map(|(day, hour)| tokio::spawn(reports::schedule::run(self.clone(), day, hour)));
+        let recovery = tokio::spawn(problem::Outage::watch(self.clone()));
         let served = axum::serve(listener, api::router(self))
             .with_graceful_shutdown(shutdown)
             .await;
         retention.abort();
+        recovery.abort();
         if let Some(task) = weekly {
             task.abort();
         }

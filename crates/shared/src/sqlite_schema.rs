@@ -109,7 +109,7 @@ pub fn migrate_to(
         });
     }
     while version != target {
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         if version < target {
             step(&tx, &migrations[version as usize], true, version + 1)?;
             version += 1;

@@ -72,6 +72,22 @@ impl LoggedChild {
             .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
+    /// Waits up to `timeout` for the child to exit by itself; its exit code (`None`: still
+    /// running, or ended by a signal).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM and wait; returns whether it exited 0.
     pub fn stop(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {

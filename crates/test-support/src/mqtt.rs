@@ -232,6 +232,11 @@ impl App {
         self.child.stop()
     }
 
+    /// Waits up to `timeout` for `run` to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        self.child.wait_exit(timeout)
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self) {
         self.child.kill();
@@ -341,6 +346,14 @@ impl Client {
     pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
         self.client
             .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("publish queued");
+    }
+
+    /// Publishes with QoS 0 (fire and forget: nothing confirms it reached anybody).
+    pub async fn publish_at_most_once(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtMostOnce, false, payload)
             .await
             .expect("publish queued");
     }

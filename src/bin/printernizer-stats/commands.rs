@@ -67,6 +67,13 @@ pub(crate) async fn execute(
         );
         return Ok(());
     }
+    // One `run` per database; taken before anything is opened, held until `run` returns.
+    let _run_lock = match command {
+        Command::Run => Some(printernizer_stats::instance::RunLock::acquire(
+            &settings.database.path,
+        )?),
+        _ => None,
+    };
     let env = Environment::new(&deployment);
     // Opening migrates the database: blocking work, kept off the async workers.
     let service = tokio::task::spawn_blocking(move || {

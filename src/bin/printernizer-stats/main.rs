@@ -38,6 +38,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let db = settings.database.path.clone();
     let result = runtime.block_on(async {
         let shutdown = shutdown_on_signals();
         commands::execute(cli.command, settings, deployment, shutdown).await
@@ -45,6 +46,19 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let lost = e.chain().find_map(|c| match c.downcast_ref() {
+                Some(printernizer_stats::Error::FileLost { loss, .. }) => Some(*loss),
+                _ => None,
+            });
+            if let Some(loss) = lost {
+                // Every connection is closed by now: set the remains aside and start over.
+                drop(runtime);
+                eprintln!("printernizer-stats: {}; starting over", error_line(&e));
+                printernizer_stats::instance::set_aside(&db, loss);
+                let err = printernizer_stats::instance::start_over();
+                eprintln!("printernizer-stats: cannot start over: {err}");
+                return ExitCode::from(1);
+            }
             let code = e
                 .chain()
                 .find_map(|c| c.downcast_ref::<printernizer_stats::Error>())

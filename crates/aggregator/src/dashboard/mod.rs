@@ -85,7 +85,7 @@ pub(crate) async fn panels<S: SubmissionStore>(State(app): State<Arc<App<S>>>) -
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
-        Err(e) => crate::problem::unavailable("rendering the dashboard", &e),
+        Err(e) => crate::problem::unavailable(&app.outage, "rendering the dashboard", &e),
     }
 }
 

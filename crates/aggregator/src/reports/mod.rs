@@ -203,7 +203,7 @@ async fn send_route<S: SubmissionStore>(
                     "Monthly report"
                 },
             ),
-            Err(e) => return crate::problem::unavailable("composing a report", &e),
+            Err(e) => return crate::problem::unavailable(&app.outage, "composing a report", &e),
         },
     };
     match mailer.send(&mail, &to).await {

@@ -1,0 +1,129 @@
+//! The database file under a running `run` (issue #17, point 1), with real processes: deleted
+//! (a user cleaning up) or emptied (a restore gone wrong). Before: `run` kept writing into the
+//! unlinked inode (or a now-corrupt file) and acknowledged every event to the broker — lost.
+//! Now it stops acknowledging at the next commit, says so in one line, starts over (same PID)
+//! with a new file and the same MQTT session, and the broker delivers what it kept.
+
+use printernizer_stats_test_support::mqtt as support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::{Broker, start_online};
+
+const T: Duration = Duration::from_secs(60);
+
+async fn publish(client: &support::Client, n: usize) {
+    for i in 0..n {
+        client
+            .publish(
+                "printernizer/events/job_completed",
+                json!({"status": if i % 3 == 0 { "failed" } else { "completed" }}).to_string(),
+            )
+            .await;
+    }
+}
+
+fn count_in(db: &std::path::Path) -> i64 {
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return -1;
+    };
+    let _ = conn.busy_timeout(Duration::from_secs(5));
+    conn.query_row("SELECT count(*) FROM usage_events", [], |r| r.get(0))
+        .unwrap_or(-1)
+}
+
+fn wait_count(db: &std::path::Path, want: i64, log: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + T;
+    while count_in(db) != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} events in {}, wanted {want}\n{}",
+            count_in(db),
+            db.display(),
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `kind`: what happens to the file while `run` runs.
+async fn file_lost_under_run(kind: &str) {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut app, client) = start_online(dir.path(), broker.port, &[]).await;
+    let pid = app.pid().expect("pid");
+    let id_file = dir.path().join("stats.db.mqtt-id");
+    let identity = std::fs::read_to_string(&id_file).expect("the MQTT id is recorded");
+
+    publish(&client, 100).await;
+    wait_count(&app.db, 100, || app.log());
+    // Let the acknowledgements of those reach the broker.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    match kind {
+        "deleted" => std::fs::remove_file(&app.db).expect("delete"),
+        "emptied" => {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&app.db)
+                .expect("open")
+                .set_len(0)
+                .expect("truncate");
+        }
+        other => unreachable!("{other}"),
+    }
+    publish(&client, 200).await;
+
+    // One line says what happened; the same process (exec) starts over with a new file …
+    app.wait_log(
+        "while running: nothing more is stored or acknowledged",
+        1,
+        T,
+    );
+    app.wait_log("printernizer-stats started", 2, T);
+    assert_eq!(app.pid(), Some(pid), "started over in place");
+    assert!(app.is_running());
+    // … with the same MQTT session, so the broker delivers exactly what was not acknowledged:
+    // the 200 published after the loss, none of the 100 before.
+    wait_count(&app.db, 200, || app.log());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(count_in(&app.db), 200, "{}", app.log());
+    assert_eq!(
+        std::fs::read_to_string(&id_file).expect("id"),
+        identity,
+        "the session identity outlived the file"
+    );
+    let lost_lines = app
+        .log()
+        .matches("while running: nothing more is stored or acknowledged")
+        .count();
+    assert_eq!(lost_lines, 1, "one line per change: {}", app.log());
+
+    // What was left of an emptied file is kept aside, not deleted.
+    let aside: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".emptied-") || n.contains(".orphaned-"))
+        .collect();
+    if kind == "emptied" {
+        assert!(
+            aside.iter().any(|n| n.starts_with("stats.db.emptied-")),
+            "{aside:?}"
+        );
+    }
+    assert!(app.stop(), "clean exit after starting over");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_database_loses_no_acknowledged_event() {
+    file_lost_under_run("deleted").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_database_loses_no_acknowledged_event() {
+    file_lost_under_run("emptied").await;
+}
