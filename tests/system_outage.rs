@@ -299,3 +299,123 @@ async fn opted_out_month_sends_only_the_deletion_request() {
     }
     assert!(quiet.seen.lock().expect("lock").is_empty());
 }
+
+/// A TCP proxy in front of PostgreSQL that can cut every connection and refuse new ones.
+struct PgProxy {
+    port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl PgProxy {
+    async fn start(upstream: String) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicU64};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let up = Arc::new(AtomicBool::new(true));
+        let generation = Arc::new(AtomicU64::new(0));
+        let (u, g) = (up.clone(), generation.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !u.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let (u, g) = (u.clone(), g.clone());
+                let born = g.load(Ordering::SeqCst);
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let cut = async {
+                        while u.load(Ordering::SeqCst) && g.load(Ordering::SeqCst) == born {
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = cut => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            up,
+            generation,
+        }
+    }
+
+    fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Issue #17, point 7: a PostgreSQL outage under load is one `ERROR` line when it starts and
+/// one line when it ends, with the count of failed requests — not one line per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_is_two_log_lines_not_one_per_request() {
+    let pg = printernizer_stats_test_support::postgres::PgDb::create().await;
+    let (host_port, rest) = pg
+        .url
+        .split_once('@')
+        .map(|(_, r)| r.split_once('/').expect("db"))
+        .expect("url");
+    let proxy = PgProxy::start(host_port.to_owned()).await;
+    let url = format!(
+        "{}@127.0.0.1:{}/{rest}",
+        pg.url.split_once('@').expect("url").0,
+        proxy.port
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = agg::Process::spawn(
+        dir.path(),
+        &url,
+        &[("PRINTERNIZER_STATS__AGGREGATOR__RATE_LIMIT_PER_HOUR", "100")],
+    );
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let submit = |n: u32| {
+        let body = agg::report(&agg::new_id(), "2026-11-20T00:00:00Z", "2026-11-27T00:00:00Z");
+        let (http, url) = (http.clone(), server.url("/submit"));
+        async move {
+            let _ = n;
+            http.post(url).json(&body).send().await.expect("send").status()
+        }
+    };
+    assert_eq!(submit(0).await, StatusCode::OK);
+
+    proxy.down();
+    let mut failed = 0;
+    for i in 0..40 {
+        let s = submit(i).await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        failed += 1;
+    }
+    proxy.restore();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !server.log().contains("available again") {
+        assert!(std::time::Instant::now() < deadline, "{}", server.log());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(submit(99).await, StatusCode::OK);
+    let log = server.log();
+    let errors = log.lines().filter(|l| l.contains("ERROR")).count();
+    assert_eq!(errors, 1, "one ERROR line for the outage:\n{log}");
+    assert!(
+        log.contains(&format!("{failed} request(s) failed meanwhile")),
+        "{log}"
+    );
+}
