@@ -32,7 +32,13 @@ impl RunLock {
     pub fn acquire(db: &Path) -> Result<Self> {
         let path = sibling(db, "lock");
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::Storage(format!(
+                    "cannot create the data directory {}: {e}: make sure it is writable \
+                     (in the add-on: /data)",
+                    dir.display()
+                ))
+            })?;
         }
         let mut file = OpenOptions::new()
             .read(true)
@@ -41,7 +47,11 @@ impl RunLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| {
-                Error::Storage(format!("cannot open the run lock {}: {e}", path.display()))
+                Error::Storage(format!(
+                    "cannot create the run lock {}: {e}: make sure the directory exists and is \
+                     writable (in the add-on: /data)",
+                    path.display()
+                ))
             })?;
         match file.try_lock() {
             Ok(()) => {}

@@ -388,16 +388,27 @@ async fn a_postgres_outage_is_two_log_lines_not_one_per_request() {
         .build()
         .expect("client");
     let submit = |n: u32| {
-        let body = agg::report(&agg::new_id(), "2026-11-20T00:00:00Z", "2026-11-27T00:00:00Z");
+        let body = agg::report(
+            &agg::new_id(),
+            "2026-11-20T00:00:00Z",
+            "2026-11-27T00:00:00Z",
+        );
         let (http, url) = (http.clone(), server.url("/submit"));
         async move {
             let _ = n;
-            http.post(url).json(&body).send().await.expect("send").status()
+            http.post(url)
+                .json(&body)
+                .send()
+                .await
+                .expect("send")
+                .status()
         }
     };
     assert_eq!(submit(0).await, StatusCode::OK);
 
     proxy.down();
+    // The proxy cuts open connections within 20 ms.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let mut failed = 0;
     for i in 0..40 {
         let s = submit(i).await;

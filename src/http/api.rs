@@ -330,11 +330,28 @@ impl Drop for ChunkWriter {
     }
 }
 
+/// Exports streaming at once; more are answered 503 with `Retry-After` (each holds a read
+/// connection and its buffers: 20 parallel 1M-event exports peaked at 97 MiB).
+pub const MAX_EXPORTS: usize = 2;
+static EXPORTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_EXPORTS);
+
 async fn export(State(s): AppState) -> Response {
+    let Ok(permit) = EXPORTS.try_acquire() else {
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!("{MAX_EXPORTS} exports are running; try again in a few seconds"),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return r;
+    };
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let service = s.service.clone();
     let errors = tx.clone();
     tokio::spawn(async move {
+        // Held until the export's last byte is handed over.
+        let _permit = permit;
         let writer = ChunkWriter {
             tx,
             buf: Vec::with_capacity(CHUNK),

@@ -79,17 +79,31 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-/// Serves on `listener` until `shutdown`.
+/// Time for a request's headers, and idle time between requests on one connection.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Time for a handler's answer to start (an export's body may stream longer).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Open connections at most (the page is for one household).
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Serves on `listener` until `shutdown`, with the limits above
+/// (`printernizer_stats_shared::server`).
 pub async fn serve(
     state: HttpState,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    axum::serve(
+    printernizer_stats_shared::server::serve(
+        "web page",
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        router(state),
+        printernizer_stats_shared::server::Limits {
+            header_read: HEADER_TIMEOUT,
+            request: REQUEST_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        },
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await
     .map_err(Error::Io)
 }

@@ -70,6 +70,14 @@ pub struct AggregatorSettings {
     /// `true`: `/dashboard` and the k-anonymous `/stats/*` answer without a key (like Home
     /// Assistant's public analytics). `/submit`, `DELETE` and `/reports/*` always need one.
     pub public_dashboard: bool,
+    /// Open connections at most (8–100000); at the limit a new connection takes the place of
+    /// one that has not sent a request (`printernizer_stats_shared::server`).
+    pub max_connections: Bounded<8, 100_000>,
+    /// Seconds a connection may take to send a request's headers, and may stay idle between
+    /// requests (1–300).
+    pub header_timeout_s: Bounded<1, 300>,
+    /// Seconds a request may take until its answer starts (1–3600); then 408.
+    pub request_timeout_s: Bounded<1, 3600>,
     /// `[aggregator.email]`: the e-mail reports.
     pub email: EmailSettings,
 }
@@ -223,12 +231,24 @@ impl Default for AggregatorSettings {
             retention_days: Bounded::of(730),
             k_anonymity: Bounded::of(5),
             public_dashboard: false,
+            max_connections: Bounded::of(512),
+            header_timeout_s: Bounded::of(10),
+            request_timeout_s: Bounded::of(30),
             email: EmailSettings::default(),
         }
     }
 }
 
 impl AggregatorSettings {
+    /// The HTTP server's limits.
+    pub fn limits(&self) -> printernizer_stats_shared::server::Limits {
+        printernizer_stats_shared::server::Limits {
+            header_read: std::time::Duration::from_secs(self.header_timeout_s.get()),
+            request: std::time::Duration::from_secs(self.request_timeout_s.get()),
+            max_connections: self.max_connections.get() as usize,
+        }
+    }
+
     /// The configured API keys without blanks (an empty environment value means "none").
     pub fn api_keys(&self) -> Vec<&str> {
         self.api_keys.iter().filter_map(Secret::non_blank).collect()

@@ -114,6 +114,8 @@ pub struct App<S> {
     metrics: Metrics,
     /// The database's condition as requests saw it (one log line per change).
     outage: problem::Outage,
+    /// Timeouts and the connection cap of the HTTP server.
+    limits: printernizer_stats_shared::server::Limits,
 }
 
 impl<S: SubmissionStore> App<S> {
@@ -148,6 +150,7 @@ impl<S: SubmissionStore> App<S> {
             retention: Duration::days(settings.retention_days.get() as i64),
             metrics: Metrics::default(),
             outage: problem::Outage::default(),
+            limits: settings.limits(),
         })
     }
 
@@ -192,9 +195,15 @@ impl<S: SubmissionStore> App<S> {
             .and_then(|m| m.weekly)
             .map(|(day, hour)| tokio::spawn(reports::schedule::run(self.clone(), day, hour)));
         let recovery = tokio::spawn(problem::Outage::watch(self.clone()));
-        let served = axum::serve(listener, api::router(self))
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let limits = self.limits;
+        let served = printernizer_stats_shared::server::serve(
+            "aggregator",
+            listener,
+            api::router(self),
+            limits,
+            shutdown,
+        )
+        .await;
         retention.abort();
         recovery.abort();
         if let Some(task) = weekly {

@@ -78,9 +78,10 @@ fn main() -> ExitCode {
 
 fn init_tracing(settings: &Settings) {
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
+        // The shared crate's HTTP server logs too (connection cap, accept errors).
+        let level = settings.log_level.as_str();
         EnvFilter::new(format!(
-            "printernizer_stats_aggregator={}",
-            settings.log_level.as_str()
+            "printernizer_stats_aggregator={level},printernizer_stats_shared={level}"
         ))
     });
     let _ = tracing_subscriber::fmt()

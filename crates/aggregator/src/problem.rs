@@ -83,7 +83,9 @@ impl Outage {
     }
 
     /// While an outage goes on, asks the store every [`RECOVERY_PROBE`] whether it answers.
-    pub(crate) async fn watch<S: crate::store::SubmissionStore>(app: std::sync::Arc<crate::App<S>>) {
+    pub(crate) async fn watch<S: crate::store::SubmissionStore>(
+        app: std::sync::Arc<crate::App<S>>,
+    ) {
         let mut every = tokio::time::interval(RECOVERY_PROBE);
         loop {
             every.tick().await;

@@ -9,6 +9,8 @@
 //!   add-on's sanitizer and the server's validation use the same words.
 //! * [`time`] — how timestamps are written, read and accepted from producers.
 //! * `sqlite_schema` (feature `sqlite`) — the one SQLite migration runner both programs use.
+//! * `server` (feature `server`) — the accept loop both HTTP servers use: timeouts for slow
+//!   and idle connections and for requests, and a cap on connections that keeps serving.
 //! * [`clock`] — "now" behind a trait, so tests move time instead of sleeping.
 //! * [`bounded`] — integers that cannot leave their range (configuration values).
 //! * [`log_level`] — the `log_level` setting both programs read from the same config keys.
@@ -22,6 +24,8 @@ pub mod clock;
 pub mod log_level;
 pub mod report;
 pub mod secret;
+#[cfg(feature = "server")]
+pub mod server;
 #[cfg(feature = "sqlite")]
 pub mod sqlite_schema;
 pub mod time;

@@ -86,9 +86,10 @@ fn error_line(e: &anyhow::Error) -> String {
 
 fn init_tracing(settings: &Settings) {
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
+        // The shared crate's HTTP server logs too (connection cap, accept errors).
+        let level = settings.log_level.as_str();
         EnvFilter::new(format!(
-            "printernizer_stats={}",
-            settings.log_level.as_str()
+            "printernizer_stats={level},printernizer_stats_shared={level}"
         ))
     });
     let _ = tracing_subscriber::fmt()
