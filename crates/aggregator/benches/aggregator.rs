@@ -217,7 +217,18 @@ async fn serve(router: Router) -> String {
         .await
         .expect("bind");
     let url = format!("http://{}/submit", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, router).await.expect("serve") });
+    // The servers' own accept loop (timeouts, connection cap), for the baseline too.
+    tokio::spawn(async move {
+        printernizer_stats_shared::server::serve(
+            "bench",
+            listener,
+            router,
+            AggregatorSettings::default().limits(),
+            std::future::pending(),
+        )
+        .await
+        .expect("serve")
+    });
     url
 }
 

@@ -14,7 +14,8 @@
 //!   a request yet (a silent or trickling one): the server keeps answering health checks and
 //!   submissions however many silent connections somebody opens. When every connection is
 //!   busy with a request, the new one waits for a place. Reaching the cap logs one line,
-//!   leaving it one line with the count of connections closed to make room.
+//!   leaving it (a tenth of the places free again) one line with the count of connections
+//!   closed to make room.
 //! * Accept errors (out of file descriptors …) log once per condition and are retried.
 //!
 //! Shutdown: stops accepting, lets requests in flight finish (connections close after their
@@ -127,7 +128,9 @@ pub async fn serve(
     let places = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let registry = Arc::new(Registry::default());
     let graceful = GracefulShutdown::new();
+    // Connections closed to make room while at the cap (`None`: below it).
     let mut at_cap: Option<u64> = None;
+    let relief = (limits.max_connections / 10).max(1);
     let mut accept_failing = false;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -152,7 +155,10 @@ pub async fn serve(
         };
         let permit = match places.clone().try_acquire_owned() {
             Ok(p) => {
-                if let Some(closed) = at_cap.take() {
+                // Left only with a tenth of the places free again, so that a server hovering at
+                // the cap does not log a line per connection.
+                if at_cap.is_some() && places.available_permits() >= relief {
+                    let closed = at_cap.take().unwrap_or(0);
                     tracing::info!(
                         "{name}: below the connection limit again; {closed} silent \
                          connection(s) were closed to make room"
