@@ -1137,18 +1137,24 @@ async fn unknown_routes_and_methods_answer_json(kind: Kind) {
     assert!(v["detail"].is_string());
 }
 
-/// Two server processes on one PostgreSQL database: migrations race once, and the rate limit
-/// holds across them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_processes_share_one_postgres_rate_limit() {
+/// A fresh PostgreSQL database and two server processes on it, started together (limit 2/h).
+async fn two_replicas() -> (PgDb, tempfile::TempDir, Process, Process) {
     let pg = PgDb::create().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let env = [("PRINTERNIZER_STATS__AGGREGATOR__RATE_LIMIT_PER_HOUR", "2")];
-    let (mut a, mut b) = std::thread::scope(|s| {
+    let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| Process::spawn(dir.path(), &pg.url, &env));
         let b = s.spawn(|| Process::spawn(dir.path(), &pg.url, &env));
         (a.join().expect("a"), b.join().expect("b"))
     });
+    (pg, dir, a, b)
+}
+
+/// Two server processes on one PostgreSQL database: migrations race once, and the rate limit
+/// holds across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_one_postgres_rate_limit() {
+    let (pg, _dir, mut a, mut b) = two_replicas().await;
     let id = new_id();
     let (ok, limited) = burst(&[a.base.clone(), b.base.clone()], &id, 100).await;
     assert_eq!((ok, limited), (2, 98));
@@ -1172,14 +1178,7 @@ async fn two_processes_share_one_postgres_rate_limit() {
 /// lost the race to its twin on the other replica gives its unit back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_store_a_repeated_report_once() {
-    let pg = PgDb::create().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let env = [("PRINTERNIZER_STATS__AGGREGATOR__RATE_LIMIT_PER_HOUR", "2")];
-    let (mut a, mut b) = std::thread::scope(|s| {
-        let a = s.spawn(|| Process::spawn(dir.path(), &pg.url, &env));
-        let b = s.spawn(|| Process::spawn(dir.path(), &pg.url, &env));
-        (a.join().expect("a"), b.join().expect("b"))
-    });
+    let (pg, _dir, mut a, mut b) = two_replicas().await;
     let id = new_id();
     let body = report(&id, A, B);
     let client = http();
