@@ -1,15 +1,8 @@
 //! The task that drives rumqttc's event loop.
 //!
 //! It only polls and forwards: incoming publishes and connection changes go to the handler over
-//! a bounded channel ([`INBOUND_CAPACITY`]). When the handler falls behind (the writer is busy),
-//! the loop waits for room instead of buffering: it stops reading the socket, and TCP holds the
-//! broker back. QoS 1 traffic is bounded anyway by the broker's in-flight window, since we
-//! acknowledge only after commit; a QoS 0 flood was not — 1M messages grew `run` from 14 to
-//! 272 MiB (≈ 260 B per queued message) before this bound. It never publishes itself.
-//!
-//! No deadlock: while this loop waits, it does not poll rumqttc, so requests from the handler
-//! (acknowledgements, state) stay in rumqttc's request channel (1024); the broker's in-flight
-//! window keeps unacknowledged QoS 1 messages — and so acknowledgements — to a few dozen.
+//! an unbounded channel (QoS 1 traffic is bounded by the broker's in-flight window, since we
+//! acknowledge only after commit). It never publishes itself.
 
 use std::time::Duration;
 
@@ -30,9 +23,6 @@ pub(crate) enum Inbound {
     Publish(Publish),
 }
 
-/// Messages between this loop and the handler.
-pub(crate) const INBOUND_CAPACITY: usize = 256;
-
 /// Reconnect delays: 0.5 s doubling to 60 s, each with jitter.
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
 
@@ -48,7 +38,7 @@ fn oversized(e: &ConnectionError) -> Option<usize> {
 
 pub(crate) async fn run(
     mut eventloop: EventLoop,
-    tx: mpsc::Sender<Inbound>,
+    tx: mpsc::UnboundedSender<Inbound>,
     mut stop: watch::Receiver<bool>,
     mut reconnect: mpsc::UnboundedReceiver<()>,
 ) {
@@ -85,11 +75,10 @@ pub(crate) async fn run(
                     session_present = ack.session_present,
                     "connected to MQTT broker"
                 );
-                let _ = tx.send(Inbound::Connected).await;
+                let _ = tx.send(Inbound::Connected);
             }
             Ok(Event::Incoming(Incoming::Publish(publish))) => {
-                // Waits while the handler is behind (see the module docs).
-                let _ = tx.send(Inbound::Publish(publish)).await;
+                let _ = tx.send(Inbound::Publish(publish));
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) if stopping => {
                 tracing::debug!("MQTT disconnected cleanly");

@@ -244,7 +244,7 @@ struct Ack {
 /// Starts the handler, the acknowledger and the state publisher.
 pub(crate) fn spawn(
     shared: Arc<Shared>,
-    mut inbound: mpsc::Receiver<Inbound>,
+    mut inbound: mpsc::UnboundedReceiver<Inbound>,
     mut stop: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Ack>();

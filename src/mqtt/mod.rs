@@ -186,7 +186,7 @@ pub fn spawn(
     let opts = mqtt_options(broker, &topics);
     let (client, eventloop) = AsyncClient::new(opts, 1024);
     let (stop, stop_rx) = watch::channel(false);
-    let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(connection::INBOUND_CAPACITY);
+    let (inbound_tx, inbound_rx) = tokio::sync::mpsc::unbounded_channel();
     let (reconnect_tx, reconnect_rx) = tokio::sync::mpsc::unbounded_channel();
     tracing::info!(broker = %format!("{}:{}", broker.host, broker.port), client_id = %broker.client_id, "connecting to MQTT");
     let mut shared = handler::Shared::new(
