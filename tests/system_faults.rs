@@ -412,3 +412,127 @@ async fn a_closed_log_pipe_does_not_stop_run() {
     let status = child.wait().expect("exit");
     assert!(status.success(), "{status}");
 }
+
+/// Issue #17, point 4: a QoS 0 flood. Before, `run` queued every message it read between the
+/// MQTT loop and the writer (≈ 260 B each: 1M messages grew it from 14 to 272 MiB, and the
+/// memory stayed). Now that queue is bounded and the MQTT loop waits — TCP holds the broker
+/// back — so `run` stays small however many arrive. QoS 0 is at most once: what the broker
+/// drops while `run` is behind is not counted here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos0_flood_does_not_grow_run() {
+    let messages: usize = std::env::var("PRINTERNIZER_STATS_SYSTEM_FLOOD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut app, _watcher) = start_online(dir.path(), broker.port, &[]).await;
+    let pid = app.pid().expect("pid");
+    std::thread::sleep(Duration::from_secs(1));
+    let before = status_kib(pid, "VmRSS:").expect("rss");
+
+    let peak = Arc::new(AtomicU64::new(before));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (peak, on) = (peak.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            while on.load(Ordering::Relaxed) {
+                if let Some(kib) = status_kib(pid, "VmRSS:") {
+                    peak.fetch_max(kib, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let publisher = Client::connect(broker.port, &[]).await;
+    let payload = r#"{"status":"completed","printer_type":"bambu_lab"}"#;
+    for _ in 0..messages {
+        publisher
+            .publish_at_most_once("printernizer/events/job_completed", payload)
+            .await;
+    }
+    // Until run has taken in what the broker passed on.
+    let mut last = -1;
+    loop {
+        std::thread::sleep(Duration::from_secs(2));
+        let now = app.count("SELECT count(*) FROM usage_events");
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    sampling.store(false, Ordering::Relaxed);
+    sampler.join().expect("sampler");
+    let peak = peak.load(Ordering::Relaxed);
+    let stored = app.count("SELECT count(*) FROM usage_events");
+    eprintln!(
+        "QoS 0 flood: {messages} published, {stored} stored; run's RSS {before} KiB before, \
+         peak {peak} KiB"
+    );
+    assert!(stored > 0, "{}", app.log());
+    assert!(
+        peak < before + 40 * 1024,
+        "run grew from {before} to {peak} KiB under a QoS 0 flood"
+    );
+    assert!(app.is_running());
+    assert!(app.stop());
+}
+
+/// Issue #17, point 4, the other half: with the queue bounded, the MQTT loop waits for the
+/// router, so the router must never wait for the MQTT loop. A first version let the router
+/// publish the switch's state after each command; under a flood of commands and events,
+/// rumqttc's request channel filled while the loop waited for the router, and `run` hung
+/// (seen once in CI). Here 2,000 switch commands arrive amid 20,000 QoS 0 events and 2,000
+/// QoS 1 ones; `run` must take them all in, store the sentinel after them, and show the last
+/// command's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_amid_a_flood_never_hang_run() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut app, _watcher) = start_online(dir.path(), broker.port, &[]).await;
+    let client = Client::connect(broker.port, &["printernizer_stats/opt_in/state"]).await;
+    let event = r#"{"status":"completed","printer_type":"bambu_lab"}"#;
+    for i in 0..24_000 {
+        if i % 12 == 0 {
+            let command = if i % 24 == 0 { "ON" } else { "OFF" };
+            client
+                .publish_at_most_once("printernizer_stats/opt_in/set", command)
+                .await;
+        } else if i % 12 == 1 {
+            client
+                .publish("printernizer/events/job_completed", event)
+                .await;
+        } else {
+            client
+                .publish_at_most_once("printernizer/events/job_completed", event)
+                .await;
+        }
+    }
+    client.publish("printernizer_stats/opt_in/set", "ON").await;
+    let sentinel = uuid::Uuid::new_v4().to_string();
+    client
+        .publish(
+            "printernizer/events/job_created",
+            format!(r#"{{"id":"{sentinel}","metadata":{{}}}}"#),
+        )
+        .await;
+    app.wait_count(
+        &format!("SELECT count(*) FROM usage_events WHERE id = '{sentinel}'"),
+        1,
+        Duration::from_secs(120),
+    );
+    client
+        .wait_for(
+            "printernizer_stats/opt_in/state",
+            Duration::from_secs(30),
+            |m| m.text() == "ON",
+        )
+        .await;
+    app.wait_count(
+        "SELECT count(*) FROM usage_settings WHERE key = 'opt_in_status' AND value = 'enabled'",
+        1,
+        Duration::from_secs(30),
+    );
+    assert!(app.is_running(), "{}", app.log());
+    assert!(app.stop(), "clean stop:\n{}", app.log());
+}

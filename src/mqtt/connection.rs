@@ -1,27 +1,39 @@
 //! The task that drives rumqttc's event loop.
 //!
-//! It only polls and forwards: incoming publishes and connection changes go to the handler over
-//! an unbounded channel (QoS 1 traffic is bounded by the broker's in-flight window, since we
-//! acknowledge only after commit). It never publishes itself.
+//! It only polls and forwards: incoming publishes go to the handler's router over a bounded
+//! channel ([`INBOUND_CAPACITY`]), and each ConnAck wakes the publisher (resubscribe,
+//! republish). It never publishes itself.
+//!
+//! **Backpressure.** When the router falls behind (the writer is busy), this loop waits for
+//! room instead of buffering: it stops reading the socket, and TCP holds the broker back. QoS 1
+//! traffic was bounded anyway by the broker's in-flight window, since we acknowledge only after
+//! commit; a QoS 0 flood was not — 1M messages grew `run` from 14 to 272 MiB (≈ 260 B per
+//! queued message) while this channel was unbounded.
+//!
+//! **No deadlock.** While this loop waits, nobody drains rumqttc's request channel, so every
+//! task that sends a request (the acknowledger, the publisher) may wait on this loop. The
+//! router — the only task this loop waits for — therefore never sends a request and never
+//! waits for a task that does: it waits only for the store's writer and for the command task,
+//! and neither of those touches MQTT (see `handler`). A first version let the router publish
+//! (the opt-in echo, the republish after a ConnAck) and hung `run` once in CI.
+//! While this loop waits it also sends no keep-alive; a router stalled for longer than the
+//! keep-alive (30 s; the writer's busy timeout is 5 s) costs a reconnect, and the broker
+//! redelivers what was not acknowledged.
 
 use std::time::Duration;
+
+use std::sync::Arc;
 
 use rumqttc::{
     ConnectionError, Event, EventLoop, Incoming, Outgoing, Publish, StateError, mqttbytes,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::{MAX_PACKET_BYTES, MAX_POISON_BYTES};
 use crate::backoff::{Backoff, jitter};
 
-/// What the connection tells the handler.
-#[derive(Debug)]
-pub(crate) enum Inbound {
-    /// A ConnAck arrived: (re)subscribe and republish.
-    Connected,
-    /// A message arrived.
-    Publish(Publish),
-}
+/// Messages between this loop and the router.
+pub(crate) const INBOUND_CAPACITY: usize = 256;
 
 /// Reconnect delays: 0.5 s doubling to 60 s, each with jitter.
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
@@ -36,9 +48,19 @@ fn oversized(e: &ConnectionError) -> Option<usize> {
     }
 }
 
+/// Whether a change seen on `stop` means: stop.
+fn stop_requested(
+    changed: Result<(), watch::error::RecvError>,
+    stop: &watch::Receiver<bool>,
+) -> bool {
+    changed.is_err() || *stop.borrow()
+}
+
+/// Drives the event loop until stopped. `connected` is notified on every ConnAck.
 pub(crate) async fn run(
     mut eventloop: EventLoop,
-    tx: mpsc::UnboundedSender<Inbound>,
+    tx: mpsc::Sender<Publish>,
+    connected: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
     mut reconnect: mpsc::UnboundedReceiver<()>,
 ) {
@@ -56,7 +78,7 @@ pub(crate) async fn run(
                 continue;
             }
             changed = stop.changed(), if !stopping => {
-                if changed.is_err() || *stop.borrow() {
+                if stop_requested(changed, &stop) {
                     // Keep polling so that the handler's `offline` and DISCONNECT go out.
                     stopping = true;
                     deadline = tokio::time::Instant::now() + Duration::from_secs(3);
@@ -75,10 +97,30 @@ pub(crate) async fn run(
                     session_present = ack.session_present,
                     "connected to MQTT broker"
                 );
-                let _ = tx.send(Inbound::Connected);
+                connected.notify_one();
             }
             Ok(Event::Incoming(Incoming::Publish(publish))) => {
-                let _ = tx.send(Inbound::Publish(publish));
+                if stopping {
+                    // Not acknowledged: the broker keeps it (QoS 1) for the next start.
+                    continue;
+                }
+                // Waits while the router is behind (see the module docs).
+                let permit = loop {
+                    tokio::select! {
+                        // An error means the router has stopped; it only does when stopping.
+                        permit = tx.reserve() => break permit.ok(),
+                        changed = stop.changed() => {
+                            if stop_requested(changed, &stop) {
+                                stopping = true;
+                                deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+                                break None;
+                            }
+                        }
+                    }
+                };
+                if let Some(permit) = permit {
+                    permit.send(publish);
+                }
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) if stopping => {
                 tracing::debug!("MQTT disconnected cleanly");

@@ -1,4 +1,16 @@
 //! Routing of incoming messages, acknowledgements after commit, and everything we publish.
+//!
+//! Four tasks, split by what they may wait for (the connection loop's module docs say why):
+//! * the **router** takes incoming messages in order: events go to the store's writer,
+//!   Printernizer's status to the service, Home Assistant's commands to the command task. It
+//!   never sends an MQTT request, so the connection loop can safely wait for it.
+//! * the **command task** runs the opt-in switch and the submit button (database writes, HTTP
+//!   to the aggregation server) one at a time, so a slow server never holds up events.
+//! * the **acknowledger** acknowledges in arrival order, an event only after its row is
+//!   committed.
+//! * the **publisher** sends everything else: subscriptions and discovery after each ConnAck,
+//!   the switch's state, the state JSON on change (debounced) and every 5 minutes, and
+//!   `offline` when stopping.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -9,7 +21,6 @@ use rumqttc::{AsyncClient, Publish, QoS, SubscribeFilter};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::connection::Inbound;
 use super::discovery::{self, Context};
 use super::ingest::{Mapped, map_event};
 use super::state::StatePayload;
@@ -35,6 +46,10 @@ pub(crate) struct Shared {
     catalog: Catalog,
     birth_delay_max: Duration,
     state_changed: Notify,
+    /// A ConnAck arrived (notified by the connection loop): resubscribe and republish.
+    pub(crate) connected: Arc<Notify>,
+    /// A command from the switch was handled: echo the switch's state.
+    opt_in_handled: Notify,
     submitter: Option<Submitter>,
     /// Asks the connection task for a new connection (the broker then redelivers what was not
     /// acknowledged).
@@ -67,6 +82,8 @@ impl Shared {
             catalog,
             birth_delay_max,
             state_changed: Notify::new(),
+            connected: Arc::new(Notify::new()),
+            opt_in_handled: Notify::new(),
             submitter,
             reconnect,
             redelivery_pending: std::sync::atomic::AtomicBool::new(false),
@@ -237,42 +254,84 @@ impl Shared {
 
 /// An acknowledgement, sent in arrival order.
 struct Ack {
+    /// The message without its payload (only the topic, QoS and packet id are needed).
     publish: Publish,
     after: Option<PendingInsert>,
 }
 
-/// Starts the handler, the acknowledger and the state publisher.
+/// A command from Home Assistant, run by the command task.
+#[derive(Debug, Clone, Copy)]
+enum Command {
+    /// The opt-in switch: `ON` or `OFF`.
+    OptIn(bool),
+    /// The "Submit statistics now" button.
+    SubmitNow,
+}
+
+/// Commands waiting for the command task; the router waits when it is full.
+const COMMAND_CAPACITY: usize = 16;
+
+/// Starts the router, the command task, the acknowledger and the publisher.
 pub(crate) fn spawn(
     shared: Arc<Shared>,
-    mut inbound: mpsc::UnboundedReceiver<Inbound>,
+    mut inbound: mpsc::Receiver<Publish>,
     mut stop: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
+    // Unbounded on purpose: the acknowledger waits on rumqttc's request channel, which only
+    // the connection loop drains, which may be waiting for the router; a bounded channel here
+    // would let the router wait for the acknowledger and close that circle. Its length is
+    // bounded anyway by the writer's channel: entries leave it as fast as rows are committed.
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Ack>();
+    let (command_tx, command_rx) = mpsc::channel::<Command>(COMMAND_CAPACITY);
     let acker = tokio::spawn(acknowledge(shared.clone(), ack_rx));
-    let publisher = tokio::spawn(state_publisher(shared.clone(), stop.clone()));
+    let commands = tokio::spawn(run_commands(shared.clone(), command_rx));
+    let publisher = tokio::spawn(publisher(shared.clone(), stop.clone()));
     let router = tokio::spawn(async move {
         loop {
             tokio::select! {
                 message = inbound.recv() => match message {
-                    Some(Inbound::Connected) => {
-                        shared.subscribe().await;
-                        shared.publish_all().await;
-                    }
-                    Some(Inbound::Publish(publish)) => route(&shared, publish, &ack_tx).await,
+                    Some(publish) => route(&shared, publish, &ack_tx, &command_tx).await,
                     None => break,
                 },
-                _ = stop.changed() => {
-                    shared.stopping.store(true, Ordering::Relaxed);
-                    shared.publish(shared.topics.availability(), true, "offline").await;
-                    if let Err(e) = shared.client.disconnect().await {
-                        tracing::debug!(error = %e, "MQTT disconnect not queued");
-                    }
-                    break;
-                }
+                // The publisher sends `offline` and disconnects.
+                _ = stop.changed() => break,
             }
         }
     });
-    vec![router, acker, publisher]
+    vec![router, commands, acker, publisher]
+}
+
+/// Runs Home Assistant's commands in arrival order. Never sends an MQTT request itself (the
+/// router waits for this task when its queue is full): it tells the publisher what to send.
+async fn run_commands(shared: Arc<Shared>, mut rx: mpsc::Receiver<Command>) {
+    while let Some(command) = rx.recv().await {
+        match command {
+            Command::OptIn(true) => {
+                if let Err(e) = shared.service.opt_in().await {
+                    tracing::warn!(error = %e, "opt-in from Home Assistant refused");
+                }
+                shared.opt_in_handled.notify_one();
+            }
+            Command::OptIn(false) => {
+                let result =
+                    crate::submission::opt_out(&shared.service, shared.submitter.as_ref()).await;
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "opt-out from Home Assistant failed");
+                }
+                shared.opt_in_handled.notify_one();
+            }
+            Command::SubmitNow => match &shared.submitter {
+                Some(s) => match s.submit_now().await {
+                    Ok(outcome) => tracing::info!(?outcome, "\"Submit statistics now\" pressed"),
+                    Err(e) => tracing::warn!(error = %e, "\"Submit statistics now\" failed"),
+                },
+                None => tracing::info!(
+                    "\"Submit statistics now\" pressed, but submission is not configured (set submission.endpoint)"
+                ),
+            },
+        }
+        shared.state_changed.notify_one();
+    }
 }
 
 /// Acknowledges messages in arrival order; an event only after its row is committed.
@@ -350,7 +409,9 @@ fn storage_works(shared: &Shared) {
     }
 }
 
-async fn state_publisher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+/// Sends everything we publish (the only task besides the acknowledger that waits on rumqttc's
+/// request channel; see the module docs).
+async fn publisher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut refresh = tokio::time::interval(STATE_REFRESH);
     refresh.tick().await;
     // Opt-in, opt-out and delete-all from elsewhere (the web page) show up in Home Assistant.
@@ -358,27 +419,50 @@ async fn state_publisher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     // New data from the Printernizer bridge.
     let mut activity = shared.service.activity();
     loop {
-        tokio::select! {
+        // Whether to wait a moment before publishing the state, so that changes close
+        // together are published together.
+        let debounce = tokio::select! {
+            () = shared.connected.notified() => {
+                shared.subscribe().await;
+                shared.publish_all().await;
+                continue;
+            }
+            () = shared.opt_in_handled.notified() => {
+                // Home Assistant shows what the switch is now, even if nothing changed.
+                shared.publish_opt_in_state().await;
+                continue;
+            }
             changed = activity.changed() => {
                 if changed.is_err() {
-                    return;
+                    break;
                 }
-                tokio::time::sleep(STATE_DEBOUNCE).await;
+                true
             }
-            () = shared.state_changed.notified() => {
-                // Debounce: changes within the next second are published together.
-                tokio::time::sleep(STATE_DEBOUNCE).await;
-            }
+            () = shared.state_changed.notified() => true,
             changed = service_changes.changed() => {
                 if changed.is_err() {
-                    return;
+                    break;
                 }
                 shared.publish_opt_in_state().await;
+                false
             }
-            _ = refresh.tick() => {}
-            _ = stop.changed() => return,
+            _ = refresh.tick() => false,
+            _ = stop.changed() => break,
+        };
+        if debounce {
+            tokio::select! {
+                () = tokio::time::sleep(STATE_DEBOUNCE) => {}
+                _ = stop.changed() => break,
+            }
         }
         shared.publish_state().await;
+    }
+    shared.stopping.store(true, Ordering::Relaxed);
+    shared
+        .publish(shared.topics.availability(), true, "offline")
+        .await;
+    if let Err(e) = shared.client.disconnect().await {
+        tracing::debug!(error = %e, "MQTT disconnect not queued");
     }
 }
 
@@ -388,7 +472,14 @@ fn reject(shared: &Shared, topic: &str, reason: &dyn std::fmt::Display) {
     shared.state_changed.notify_one();
 }
 
-async fn route(shared: &Arc<Shared>, publish: Publish, acks: &mpsc::UnboundedSender<Ack>) {
+/// Handles one incoming message. Waits only for the store's writer and the command task —
+/// never for rumqttc (see the module docs).
+async fn route(
+    shared: &Arc<Shared>,
+    mut publish: Publish,
+    acks: &mpsc::UnboundedSender<Ack>,
+    commands: &mpsc::Sender<Command>,
+) {
     let topic = publish.topic.clone();
     let mut after = None;
     if let Some(name) = topic.strip_prefix(&shared.topics.events_prefix()) {
@@ -429,35 +520,27 @@ async fn route(shared: &Arc<Shared>, publish: Publish, acks: &mpsc::UnboundedSen
         }
     } else if topic == shared.topics.opt_in_set() {
         match publish.payload.as_ref() {
-            b"ON" => {
-                if let Err(e) = shared.service.opt_in().await {
-                    tracing::warn!(error = %e, "opt-in from Home Assistant refused");
-                }
+            b"ON" => command(shared, commands, Command::OptIn(true)).await,
+            b"OFF" => command(shared, commands, Command::OptIn(false)).await,
+            _ => {
+                reject(shared, &topic, &"expected ON or OFF");
+                shared.opt_in_handled.notify_one();
             }
-            b"OFF" => {
-                let result =
-                    crate::submission::opt_out(&shared.service, shared.submitter.as_ref()).await;
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "opt-out from Home Assistant failed");
-                }
-            }
-            _ => reject(shared, &topic, &"expected ON or OFF"),
         }
-        shared.publish_opt_in_state().await;
-        shared.state_changed.notify_one();
     } else if topic == shared.topics.submit_now() {
-        match &shared.submitter {
-            Some(s) => match s.submit_now().await {
-                Ok(outcome) => tracing::info!(?outcome, "\"Submit statistics now\" pressed"),
-                Err(e) => tracing::warn!(error = %e, "\"Submit statistics now\" failed"),
-            },
-            None => tracing::info!(
-                "\"Submit statistics now\" pressed, but submission is not configured (set submission.endpoint)"
-            ),
-        }
-        shared.state_changed.notify_one();
+        command(shared, commands, Command::SubmitNow).await;
     }
+    // Acknowledged once queued (events: once committed, by the acknowledger). Home Assistant
+    // sends commands with QoS 0, so a command is never more durable than this anyway.
+    publish.payload = Default::default();
     let _ = acks.send(Ack { publish, after });
+}
+
+/// Queues a command for the command task (waits while it has [`COMMAND_CAPACITY`] queued).
+async fn command(shared: &Shared, commands: &mpsc::Sender<Command>, command: Command) {
+    if commands.send(command).await.is_err() && !shared.stopping.load(Ordering::Relaxed) {
+        tracing::warn!(?command, "the command task has stopped; command dropped");
+    }
 }
 
 async fn printernizer_status(shared: &Shared, payload: &[u8]) {

@@ -4,11 +4,13 @@
 //! * [`connection`] drives rumqttc's event loop and nothing else — it never awaits a publish
 //!   (that can deadlock rumqttc's bounded request channel). It reconnects with capped,
 //!   jittered exponential backoff and gets past oversized ("poison") messages.
-//! * [`handler`] routes incoming messages: events are sanitized and queued to the store; the
-//!   broker is acknowledged (manual acks, in arrival order) only after the row is committed.
-//!   On every ConnAck it resubscribes and republishes availability, discovery and state.
-//! * a state publisher sends the retained `<base>/state` JSON on change (debounced to 1 s) and
-//!   every 5 minutes (rolling windows move).
+//!   It waits for the router when the router is behind (TCP then holds the broker back).
+//! * [`handler`]: a router sends events, sanitized, to the store and Home Assistant's commands
+//!   to a command task; the broker is acknowledged (manual acks, in arrival order) only after
+//!   the row is committed. A publisher resubscribes and republishes availability, discovery
+//!   and state on every ConnAck, and sends the retained `<base>/state` JSON on change
+//!   (debounced to 1 s) and every 5 minutes (rolling windows move). Which task may wait for
+//!   which is what keeps this free of deadlocks: see [`connection`].
 //!
 //! The session is persistent (`clean_session = false`, stable client id), so QoS 1 events
 //! published while the service is down are delivered when it comes back — up to the broker's
@@ -186,7 +188,7 @@ pub fn spawn(
     let opts = mqtt_options(broker, &topics);
     let (client, eventloop) = AsyncClient::new(opts, 1024);
     let (stop, stop_rx) = watch::channel(false);
-    let (inbound_tx, inbound_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(connection::INBOUND_CAPACITY);
     let (reconnect_tx, reconnect_rx) = tokio::sync::mpsc::unbounded_channel();
     tracing::info!(broker = %format!("{}:{}", broker.host, broker.port), client_id = %broker.client_id, "connecting to MQTT");
     let mut shared = handler::Shared::new(
@@ -203,6 +205,7 @@ pub fn spawn(
     let conn = tokio::spawn(connection::run(
         eventloop,
         inbound_tx,
+        shared.connected.clone(),
         stop_rx.clone(),
         reconnect_rx,
     ));
