@@ -21,6 +21,52 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// Samples a process's `VmRSS` on a thread, keeping the peak, until [`PeakRss::stop`]. The pid
+/// may change while it runs (a restarted `run`).
+struct PeakRss {
+    pid: Arc<AtomicU32>,
+    peak: Arc<AtomicU64>,
+    on: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl PeakRss {
+    fn start(pid: u32, every: Duration) -> Self {
+        let pid = Arc::new(AtomicU32::new(pid));
+        let peak = Arc::new(AtomicU64::new(0));
+        let on = Arc::new(AtomicBool::new(true));
+        let thread = {
+            let (pid, peak, on) = (pid.clone(), peak.clone(), on.clone());
+            std::thread::spawn(move || {
+                while on.load(Ordering::Relaxed) {
+                    if let Some(kib) = status_kib(pid.load(Ordering::Relaxed), "VmRSS:") {
+                        peak.fetch_max(kib, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(every);
+                }
+            })
+        };
+        Self {
+            pid,
+            peak,
+            on,
+            thread,
+        }
+    }
+
+    /// Samples this process from now on.
+    fn follow(&self, pid: u32) {
+        self.pid.store(pid, Ordering::Relaxed);
+    }
+
+    /// Stops sampling; the peak in KiB.
+    fn stop(self) -> u64 {
+        self.on.store(false, Ordering::Relaxed);
+        self.thread.join().expect("sampler");
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
 /// User + system CPU time of `pid` in clock ticks (1/100 s).
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -63,20 +109,7 @@ async fn crash_and_restart_storm_loses_and_duplicates_nothing() {
     let (mut app, _watcher) = start_online(dir.path(), broker.port, &[]).await;
 
     // Sample run's RSS (whichever process is current) every 50 ms.
-    let pid = Arc::new(AtomicU32::new(app.pid().expect("pid")));
-    let peak_rss = Arc::new(AtomicU64::new(0));
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (pid, peak, on) = (pid.clone(), peak_rss.clone(), sampling.clone());
-        std::thread::spawn(move || {
-            while on.load(Ordering::Relaxed) {
-                if let Some(kib) = status_kib(pid.load(Ordering::Relaxed), "VmRSS:") {
-                    peak.fetch_max(kib, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let rss = PeakRss::start(app.pid().expect("pid"), Duration::from_millis(50));
 
     let port = broker.port.to_string();
     let publisher = {
@@ -110,13 +143,13 @@ async fn crash_and_restart_storm_loses_and_duplicates_nothing() {
     std::thread::sleep(step);
     app.kill();
     app = App::start(dir.path(), broker.port, &[]);
-    pid.store(app.pid().expect("pid"), Ordering::Relaxed);
+    rss.follow(app.pid().expect("pid"));
     std::thread::sleep(step);
     broker.restart();
     std::thread::sleep(step);
     app.kill();
     app = App::start(dir.path(), broker.port, &[]);
-    pid.store(app.pid().expect("pid"), Ordering::Relaxed);
+    rss.follow(app.pid().expect("pid"));
 
     let out = publisher.join().expect("publisher");
     let said = String::from_utf8_lossy(&out.stdout).to_string();
@@ -144,9 +177,7 @@ async fn crash_and_restart_storm_loses_and_duplicates_nothing() {
         app.count("SELECT count(*) - count(DISTINCT id) FROM usage_events"),
         0
     );
-    sampling.store(false, Ordering::Relaxed);
-    let _ = sampler.join();
-    let peak = peak_rss.load(Ordering::Relaxed);
+    let peak = rss.stop();
     assert!(app.stop(), "run stops cleanly");
     let conn = rusqlite::Connection::open(&app.db).expect("open");
     let check: String = conn
@@ -431,19 +462,7 @@ async fn a_qos0_flood_does_not_grow_run() {
     std::thread::sleep(Duration::from_secs(1));
     let before = status_kib(pid, "VmRSS:").expect("rss");
 
-    let peak = Arc::new(AtomicU64::new(before));
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (peak, on) = (peak.clone(), sampling.clone());
-        std::thread::spawn(move || {
-            while on.load(Ordering::Relaxed) {
-                if let Some(kib) = status_kib(pid, "VmRSS:") {
-                    peak.fetch_max(kib, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    let rss = PeakRss::start(pid, Duration::from_millis(20));
     let publisher = Client::connect(broker.port, &[]).await;
     let payload = r#"{"status":"completed","printer_type":"bambu_lab"}"#;
     for _ in 0..messages {
@@ -461,9 +480,7 @@ async fn a_qos0_flood_does_not_grow_run() {
         }
         last = now;
     }
-    sampling.store(false, Ordering::Relaxed);
-    sampler.join().expect("sampler");
-    let peak = peak.load(Ordering::Relaxed);
+    let peak = rss.stop().max(before);
     let stored = app.count("SELECT count(*) FROM usage_events");
     eprintln!(
         "QoS 0 flood: {messages} published, {stored} stored; run's RSS {before} KiB before, \
