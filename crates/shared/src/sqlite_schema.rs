@@ -3,6 +3,10 @@
 //! transaction together with the version bump — a failed step leaves the previous version
 //! intact. A database newer than the program is refused, never touched.
 //!
+//! Each step reads the version inside its own `BEGIN IMMEDIATE` transaction, so two processes
+//! opening the same fresh file at once (a CLI command beside a starting `run`) take turns: the
+//! second sees the steps the first made and does not run them again.
+//!
 //! The add-on's store and the aggregation server's SQLite backend each own their list of
 //! [`Migration`]s; PostgreSQL, with its own client, has its own runner in the aggregator.
 
@@ -101,25 +105,26 @@ pub fn migrate_to(
     if target > known {
         return Err(MigrationError::UnknownTarget { target, known });
     }
-    let mut version = current_version(conn)?;
-    if version > known {
-        return Err(MigrationError::Newer {
-            found: version,
-            known,
-        });
-    }
-    while version != target {
+    loop {
+        // Read under the write lock: another process may have migrated meanwhile.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version = current_version(&tx)?;
+        if version > known {
+            return Err(MigrationError::Newer {
+                found: version,
+                known,
+            });
+        }
+        if version == target {
+            return Ok(());
+        }
         if version < target {
             step(&tx, &migrations[version as usize], true, version + 1)?;
-            version += 1;
         } else {
             step(&tx, &migrations[version as usize - 1], false, version - 1)?;
-            version -= 1;
         }
         tx.commit()?;
     }
-    Ok(())
 }
 
 fn step(
@@ -208,5 +213,42 @@ mod tests {
         let e = migrate_to(&mut conn, &broken, 1).expect_err("fails");
         assert!(e.to_string().contains("migration `broken` (up)"), "{e}");
         assert_eq!(schema_dump(&conn).expect("dump"), "", "rolled back");
+    }
+
+    /// Two connections migrating one fresh file at once both succeed. (Reading the version
+    /// before the transaction let both run step 1; the second failed with "table already
+    /// exists" in most rounds.)
+    #[test]
+    fn two_processes_migrating_one_file_take_turns() {
+        let steps: Vec<Migration> = (0..30)
+            .map(|i| Migration {
+                name: "t",
+                up: Box::leak(format!("CREATE TABLE t{i} (x INTEGER);").into_boxed_str()),
+                down: Box::leak(format!("DROP TABLE t{i};").into_boxed_str()),
+            })
+            .collect();
+        let steps: &'static [Migration] = Box::leak(steps.into_boxed_slice());
+        let dir = tempfile::tempdir().expect("tempdir");
+        for round in 0..20 {
+            let path = dir.path().join(format!("race-{round}.db"));
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let workers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        let mut conn = Connection::open(&path).expect("open");
+                        conn.busy_timeout(std::time::Duration::from_secs(10))
+                            .expect("busy timeout");
+                        barrier.wait();
+                        migrate_to(&mut conn, steps, 30).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            for w in workers {
+                w.join().expect("thread").expect("migrated");
+            }
+            let conn = Connection::open(&path).expect("open");
+            assert_eq!(current_version(&conn).expect("version"), 30);
+        }
     }
 }
