@@ -347,3 +347,39 @@ async fn a_clean_close_checkpoints_and_removes_the_wal() {
     assert!(!wal.exists(), "{} left behind", wal.display());
     assert!(path.exists());
 }
+
+/// A database file deleted or replaced under an open store: every later write — a setting as
+/// much as an event — is refused instead of going into the unlinked or foreign file, and the
+/// loss is announced (`run` starts over on it).
+#[tokio::test]
+async fn writes_into_a_lost_file_are_refused() {
+    use printernizer_stats::store::{FileLoss, Store, settings};
+    let clock = std::sync::Arc::new(printernizer_stats::clock::SystemClock);
+    for loss in [FileLoss::Deleted, FileLoss::Replaced] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("stats.db");
+        let store = Store::open(&path, clock.clone()).expect("open");
+        let set = |value: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |tx, now| settings::set(tx, "test_key", value, now))
+                    .await
+            }
+        };
+        set("before").await.expect("a write while the file is ours");
+        assert_eq!(store.check_file(), None);
+        match loss {
+            FileLoss::Deleted => std::fs::remove_file(&path).expect("delete"),
+            _ => {
+                let other = dir.path().join("other.db");
+                std::fs::write(&other, b"").expect("other file");
+                std::fs::rename(&other, &path).expect("replace");
+            }
+        }
+        let refused = set("after").await.expect_err("a write into a lost file");
+        assert!(refused.to_string().contains("while running"), "{refused}");
+        assert_eq!(*store.file_lost().borrow(), Some(loss));
+        assert_eq!(store.check_file(), Some(loss));
+    }
+}

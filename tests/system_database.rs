@@ -1,8 +1,9 @@
 //! The database file under a running `run` (issue #17, point 1), with real processes: deleted
 //! (a user cleaning up) or emptied (a restore gone wrong). Before: `run` kept writing into the
 //! unlinked inode (or a now-corrupt file) and acknowledged every event to the broker — lost.
-//! Now it stops acknowledging at the next commit, says so in one line, starts over (same PID)
-//! with a new file and the same MQTT session, and the broker delivers what it kept.
+//! Now it stops acknowledging at the next commit — or, idle, as soon as the watch on the
+//! directory sees the file change — says so in one line, starts over (same PID) with a new file
+//! and the same MQTT session, and the broker delivers what it kept.
 
 use printernizer_stats_test_support::mqtt as support;
 
@@ -49,8 +50,9 @@ fn wait_count(db: &std::path::Path, want: i64, log: impl Fn() -> String) {
     }
 }
 
-/// `kind`: what happens to the file while `run` runs.
-async fn file_lost_under_run(kind: &str) {
+/// `kind`: what happens to the file while `run` runs; `idle`: nothing arrives until `run` has
+/// noticed (it must notice without a write: the watch on the database's directory).
+async fn file_lost_under_run(kind: &str, idle: bool) {
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut app, client) = start_online(dir.path(), broker.port, &[]).await;
@@ -74,6 +76,14 @@ async fn file_lost_under_run(kind: &str) {
                 .expect("truncate");
         }
         other => unreachable!("{other}"),
+    }
+    if idle {
+        app.wait_log(
+            "while running: nothing more is stored or acknowledged",
+            1,
+            T,
+        );
+        app.wait_log("printernizer-stats started", 2, T);
     }
     publish(&client, 200).await;
 
@@ -120,10 +130,15 @@ async fn file_lost_under_run(kind: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_database_loses_no_acknowledged_event() {
-    file_lost_under_run("deleted").await;
+    file_lost_under_run("deleted", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_deleted_under_an_idle_run_is_noticed_without_a_write() {
+    file_lost_under_run("deleted", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emptied_database_loses_no_acknowledged_event() {
-    file_lost_under_run("emptied").await;
+    file_lost_under_run("emptied", false).await;
 }

@@ -113,6 +113,8 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     clock: Arc<dyn Clock>,
     lost: Arc<tokio::sync::watch::Sender<Option<FileLoss>>>,
+    /// Shared with the writer thread, which checks before every commit.
+    guard: Arc<FileGuard>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -174,10 +176,11 @@ impl Store {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let writer_clock = clock.clone();
         let lost = Arc::new(tokio::sync::watch::Sender::new(None));
-        let guard = FileGuard::new(path, lost.clone());
+        let guard = Arc::new(FileGuard::new(path, lost.clone()));
+        let writer_guard = guard.clone();
         let handle = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer::run(conn, rx, writer_clock, guard))?;
+            .spawn(move || writer::run(conn, rx, writer_clock, writer_guard))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
@@ -186,6 +189,7 @@ impl Store {
                 writer: Mutex::new(Some(handle)),
                 clock,
                 lost,
+                guard,
             }),
         })
     }
@@ -199,6 +203,13 @@ impl Store {
     /// running process; from then on every insert fails (see `writer`).
     pub fn file_lost(&self) -> tokio::sync::watch::Receiver<Option<FileLoss>> {
         self.inner.lost.subscribe()
+    }
+
+    /// Looks now whether the database file is still the one open here (not deleted, replaced
+    /// or emptied) and returns the loss if not; a loss is also announced on
+    /// [`Self::file_lost`]. Every write checks this itself; this is for noticing while idle.
+    pub fn check_file(&self) -> Option<FileLoss> {
+        self.inner.guard.loss()
     }
 
     /// The store's clock.
@@ -241,13 +252,15 @@ impl Store {
     {
         let (ack, rx) = oneshot::channel();
         let clock = self.inner.clock.clone();
+        let guard = self.inner.guard.clone();
         let job = Box::new(move |conn: &mut Connection| {
-            let result = (|| {
+            // Never a write into a file that is no longer the database (see `writer`).
+            let result = guard.guarded(|| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let value = f(&tx, clock.now())?;
                 tx.commit()?;
                 Ok(value)
-            })();
+            });
             let _ = ack.send(result);
         });
         self.inner

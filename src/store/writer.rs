@@ -1,12 +1,14 @@
 //! The writer thread: the only code that writes to the database.
 //!
-//! Before every commit of events it checks that the database path still names the file it
-//! has open ([`FileGuard`]): a file deleted, replaced or emptied under a running `run` would
-//! otherwise keep taking writes — into an unlinked inode, or into a file that is now corrupt —
-//! and `run` would acknowledge events to the broker that are gone (measured before this check:
-//! 2,003 of them in one run). Once the file is lost every insert fails (never acknowledged:
-//! the broker keeps the events) and [`super::Store::file_lost`] says why; `run` then stops and
-//! starts over with a new file (`app`).
+//! Before every commit — of events, and of [`super::Store::write`]'s jobs — it checks that the
+//! database path still names the file it has open ([`FileGuard`]): a file deleted, replaced or
+//! emptied under a running `run` would otherwise keep taking writes — into an unlinked inode,
+//! or into a file that is now corrupt — and `run` would acknowledge events to the broker that
+//! are gone (measured before this check: 2,003 of them in one run). Once the file is lost
+//! every write fails (an event is then never acknowledged: the broker keeps it) and
+//! [`super::Store::file_lost`] says why; `run` then stops and starts over with a new file
+//! (`app`). An idle `run` does not wait for the next write: the watch on the database's
+//! directory (`service::external`) calls [`super::Store::check_file`] when the file changes.
 
 use std::sync::Arc;
 
@@ -81,6 +83,24 @@ impl FileGuard {
         }
     }
 
+    /// Runs `f` (a write) only while the file is ours, and notices damage it reports.
+    pub(crate) fn guarded<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.check()?;
+        f().map_err(|e| {
+            if is_damage(&e) {
+                self.lose(FileLoss::Damaged)
+            } else {
+                e
+            }
+        })
+    }
+
+    /// The loss, if the file is lost (now or before).
+    pub(crate) fn loss(&self) -> Option<FileLoss> {
+        let _ = self.check();
+        *self.lost.borrow()
+    }
+
     /// `Err` once the file is lost (now or before).
     fn check(&self) -> Result<()> {
         if let Some(loss) = *self.lost.borrow() {
@@ -148,7 +168,7 @@ pub(crate) fn run(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Command>,
     clock: Arc<dyn Clock>,
-    guard: FileGuard,
+    guard: Arc<FileGuard>,
 ) {
     let flush = |conn: &mut Connection, batch: &mut Vec<_>, clock: &dyn Clock| {
         flush(conn, batch, clock, &guard)
@@ -192,15 +212,7 @@ fn flush(
     if batch.is_empty() {
         return;
     }
-    let result = guard.check().and_then(|()| {
-        insert_batch(conn, batch, clock).map_err(|e| {
-            if is_damage(&e) {
-                guard.lose(FileLoss::Damaged)
-            } else {
-                e
-            }
-        })
-    });
+    let result = guard.guarded(|| insert_batch(conn, batch, clock));
     match result {
         Err(e) if guard.lost.borrow().is_some() => {
             let msg = e.to_string();
