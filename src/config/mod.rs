@@ -217,17 +217,9 @@ impl Loader {
         let mut builder = Config::builder().add_source(defaults);
 
         if let Some(path) = &self.config_file {
-            if !path.is_file() {
-                return Err(Error::Config(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
-            }
-            let format = match path.extension().and_then(|e| e.to_str()) {
-                Some("json") => FileFormat::Json,
-                _ => FileFormat::Toml,
-            };
-            builder = builder.add_source(File::from(path.as_path()).format(format));
+            builder = builder.add_source(
+                printernizer_stats_shared::process::config_file(path).map_err(Error::Config)?,
+            );
         }
 
         let options = self

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chrono::Weekday;
-use config::{Config, Environment, File, FileFormat};
+use config::{Config, Environment};
 use lettre::message::Mailbox;
 use printernizer_stats_shared::bounded::Bounded;
 use printernizer_stats_shared::log_level::LogLevel;
@@ -301,17 +301,9 @@ impl Loader {
             Config::try_from(&Settings::default()).map_err(|e| Error::Config(e.to_string()))?;
         let mut builder = Config::builder().add_source(defaults);
         if let Some(path) = &self.config_file {
-            if !path.is_file() {
-                return Err(Error::Config(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
-            }
-            let format = match path.extension().and_then(|e| e.to_str()) {
-                Some("json") => FileFormat::Json,
-                _ => FileFormat::Toml,
-            };
-            builder = builder.add_source(File::from(path.as_path()).format(format));
+            builder = builder.add_source(
+                printernizer_stats_shared::process::config_file(path).map_err(Error::Config)?,
+            );
         }
         builder = builder.add_source(
             Environment::with_prefix(ENV_PREFIX)

@@ -6,8 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use printernizer_stats_aggregator::config::Settings;
-use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
+use printernizer_stats_shared::process;
 
 /// The aggregation server that receives printernizer-stats reports (SQLite or PostgreSQL).
 #[derive(Debug, Parser)]
@@ -46,7 +45,10 @@ fn main() -> ExitCode {
         eprintln!("{NAME}: {e}");
         return ExitCode::from(e.exit_code());
     }
-    init_tracing(&settings);
+    process::init_tracing(
+        &["printernizer_stats_aggregator"],
+        settings.log_level.as_str(),
+    );
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -59,8 +61,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        listen_for_signals(shutdown.clone());
+        let shutdown = process::shutdown_on_signals();
         printernizer_stats_aggregator::run(&settings.aggregator, async move {
             shutdown.cancelled().await;
             tracing::info!("aggregator: shutting down after in-flight requests");
@@ -74,50 +75,4 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
-}
-
-fn init_tracing(settings: &Settings) {
-    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
-        // The shared crate's HTTP server logs too (connection cap, accept errors).
-        let level = settings.log_level.as_str();
-        EnvFilter::new(format!(
-            "printernizer_stats_aggregator={level},printernizer_stats_shared={level}"
-        ))
-    });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        // A closed log pipe must not end the server (tracing would `eprintln!` the failure).
-        .log_internal_errors(false)
-        .try_init();
-}
-
-/// Cancels `shutdown` on SIGTERM or Ctrl-C. Registered before serving, so a signal that
-/// arrives during start-up is not lost.
-fn listen_for_signals(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        for kind in [SignalKind::terminate(), SignalKind::interrupt()] {
-            match signal(kind) {
-                Ok(mut s) => {
-                    let shutdown = shutdown.clone();
-                    tokio::spawn(async move {
-                        if s.recv().await.is_some() {
-                            shutdown.cancel();
-                        }
-                    });
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot listen for a shutdown signal"),
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            shutdown.cancel();
-        }
-    });
 }

@@ -11,6 +11,8 @@
 //! * `sqlite_schema` (feature `sqlite`) — the one SQLite migration runner both programs use.
 //! * `server` (feature `server`) — the accept loop both HTTP servers use: timeouts for slow
 //!   and idle connections and for requests, and a cap on connections that keeps serving.
+//! * `process` (feature `process`) — what both binaries do at their edge: logging, the
+//!   shutdown token for SIGTERM/Ctrl-C, the config file layer.
 //! * [`clock`] — "now" behind a trait, so tests move time instead of sleeping.
 //! * [`bounded`] — integers that cannot leave their range (configuration values).
 //! * [`log_level`] — the `log_level` setting both programs read from the same config keys.
@@ -22,6 +24,8 @@
 pub mod bounded;
 pub mod clock;
 pub mod log_level;
+#[cfg(feature = "process")]
+pub mod process;
 pub mod report;
 pub mod secret;
 #[cfg(feature = "server")]

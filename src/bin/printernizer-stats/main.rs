@@ -12,8 +12,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use printernizer_stats::config::Settings;
 use printernizer_stats::deployment::Deployment;
-use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
+use printernizer_stats_shared::process;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
@@ -25,7 +24,7 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
-    init_tracing(&settings);
+    process::init_tracing(&["printernizer_stats"], settings.log_level.as_str());
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -40,7 +39,7 @@ fn main() -> ExitCode {
     };
     let db = settings.database.path.clone();
     let result = runtime.block_on(async {
-        let shutdown = shutdown_on_signals();
+        let shutdown = process::shutdown_on_signals();
         commands::execute(cli.command, settings, deployment, shutdown).await
     });
     match result {
@@ -82,56 +81,4 @@ fn error_line(e: &anyhow::Error) -> String {
         }
     }
     line
-}
-
-fn init_tracing(settings: &Settings) {
-    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
-        // The shared crate's HTTP server logs too (connection cap, accept errors).
-        let level = settings.log_level.as_str();
-        EnvFilter::new(format!(
-            "printernizer_stats={level},printernizer_stats_shared={level}"
-        ))
-    });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        // A closed log pipe must not end the service: tracing would report the failed write
-        // with `eprintln!`, which panics when stderr itself is gone.
-        .log_internal_errors(false)
-        .try_init();
-}
-
-/// A token cancelled on SIGTERM or Ctrl-C. The handlers are registered at once: a signal that
-/// arrives during start-up must not kill the process with its default action, and is not lost.
-fn shutdown_on_signals() -> CancellationToken {
-    let shutdown = CancellationToken::new();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        for kind in [SignalKind::terminate(), SignalKind::interrupt()] {
-            match signal(kind) {
-                Ok(mut s) => {
-                    let shutdown = shutdown.clone();
-                    tokio::spawn(async move {
-                        if s.recv().await.is_some() {
-                            shutdown.cancel();
-                        }
-                    });
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot listen for a shutdown signal"),
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                shutdown.cancel();
-            }
-        });
-    }
-    shutdown
 }
