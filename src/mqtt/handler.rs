@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) connected: Arc<Notify>,
     /// A command from the switch was handled: echo the switch's state.
     opt_in_handled: Notify,
+    /// A republish after Home Assistant's birth message is scheduled.
+    birth_pending: std::sync::atomic::AtomicBool,
     submitter: Option<Submitter>,
     /// Asks the connection task for a new connection (the broker then redelivers what was not
     /// acknowledged).
@@ -84,6 +86,7 @@ impl Shared {
             state_changed: Notify::new(),
             connected: Arc::new(Notify::new()),
             opt_in_handled: Notify::new(),
+            birth_pending: std::sync::atomic::AtomicBool::new(false),
             submitter,
             reconnect,
             redelivery_pending: std::sync::atomic::AtomicBool::new(false),
@@ -280,7 +283,9 @@ pub(crate) fn spawn(
     // Unbounded on purpose: the acknowledger waits on rumqttc's request channel, which only
     // the connection loop drains, which may be waiting for the router; a bounded channel here
     // would let the router wait for the acknowledger and close that circle. Its length is
-    // bounded anyway by the writer's channel: entries leave it as fast as rows are committed.
+    // bounded anyway: an entry is either an event waiting for its commit (as many as the
+    // writer's channel holds) or a QoS 1 message (as many as the broker's in-flight window);
+    // a QoS 0 message without a row to wait for is never queued (`route`).
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Ack>();
     let (command_tx, command_rx) = mpsc::channel::<Command>(COMMAND_CAPACITY);
     let acker = tokio::spawn(acknowledge(shared.clone(), ack_rx));
@@ -505,7 +510,10 @@ async fn route(
     } else if topic == shared.topics.printernizer_status() {
         printernizer_status(shared, &publish.payload).await;
     } else if topic == shared.topics.ha_status() {
-        if publish.payload.as_ref() == b"online" {
+        // One republish at a time, however many `online`s arrive meanwhile.
+        if publish.payload.as_ref() == b"online"
+            && !shared.birth_pending.swap(true, Ordering::Relaxed)
+        {
             let shared = shared.clone();
             let max_ms = shared.birth_delay_max.as_millis().max(1000) as u64;
             let delay = Duration::from_millis(rand::rng().random_range(1000..=max_ms));
@@ -515,7 +523,11 @@ async fn route(
             );
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                shared.publish_all().await;
+                shared.birth_pending.store(false, Ordering::Relaxed);
+                // Not after the publisher's `offline`: the broker would keep `online`.
+                if !shared.stopping.load(Ordering::Relaxed) {
+                    shared.publish_all().await;
+                }
             });
         }
     } else if topic == shared.topics.opt_in_set() {
@@ -532,6 +544,11 @@ async fn route(
     }
     // Acknowledged once queued (events: once committed, by the acknowledger). Home Assistant
     // sends commands with QoS 0, so a command is never more durable than this anyway.
+    if publish.qos == QoS::AtMostOnce && after.is_none() {
+        // Nothing to acknowledge and nothing to count: queueing it would only let a flood of
+        // ignored or rejected QoS 0 messages pile up behind an event waiting for its commit.
+        return;
+    }
     publish.payload = Default::default();
     let _ = acks.send(Ack { publish, after });
 }

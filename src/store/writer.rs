@@ -190,7 +190,21 @@ pub(crate) fn run(
                 }
                 Command::Shutdown(done) => {
                     flush(&mut conn, &mut batch, clock.as_ref());
-                    let _ = conn.pragma_update(None, "optimize", "");
+                    let loss = *guard.lost.borrow();
+                    if let Some(FileLoss::Emptied | FileLoss::Damaged) = loss {
+                        // What remains is set aside for inspection (`instance::set_aside`,
+                        // with its WAL): leave it as it is — no checkpoint into it when the
+                        // connection closes. (A deleted or replaced file is another inode:
+                        // the usual checkpoint goes there and removes the WAL, which must not
+                        // be replayed into a new or restored file.)
+                        let _ = conn.set_db_config(
+                            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                            true,
+                        );
+                    }
+                    if loss.is_none() {
+                        let _ = conn.pragma_update(None, "optimize", "");
+                    }
                     let _ = done.send(());
                     tracing::debug!("store writer stopped");
                     return;
