@@ -129,14 +129,16 @@ pub fn mqtt_client_id(db: &Path, derived: String) -> String {
 
 /// After `run` stopped because the database file at `db` was lost: moves what is left of it
 /// aside (an emptied or damaged file with its `-wal`/`-shm` as `<name>.<kind>-<UTC time>`,
-/// kept for inspection; the `-wal`/`-shm` of a deleted file likewise, since SQLite would replay
-/// a stale WAL into the new file), so that the next start creates a new database.
+/// kept for inspection; the `-wal`/`-shm` of a deleted or replaced file likewise, since SQLite
+/// would replay a stale WAL into the new or restored file — the writer's checkpoint on close
+/// removes it only when its connection is the last one, which a test found not always so), so
+/// that the next start creates a new database or takes the restored one as it is.
 pub fn set_aside(db: &Path, loss: crate::store::FileLoss) {
     use crate::store::FileLoss;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     let kind = match loss {
         FileLoss::Deleted => "orphaned",
-        FileLoss::Replaced => return,
+        FileLoss::Replaced => "replaced",
         FileLoss::Emptied => "emptied",
         FileLoss::Damaged => "damaged",
     };
@@ -146,7 +148,7 @@ pub fn set_aside(db: &Path, loss: crate::store::FileLoss) {
         .to_string_lossy()
         .into_owned();
     let mut parts = vec![("-wal", "-wal"), ("-shm", "-shm")];
-    if loss != FileLoss::Deleted {
+    if matches!(loss, FileLoss::Emptied | FileLoss::Damaged) {
         parts.insert(0, ("", ""));
     }
     for (suffix, kept) in parts {

@@ -151,3 +151,47 @@ async fn a_database_deleted_under_an_idle_run_is_noticed_without_a_write() {
 async fn an_emptied_database_loses_no_acknowledged_event() {
     file_lost_under_run("emptied", false).await;
 }
+
+/// A backup moved over the database while `run` is idle (a restore): `run` starts over on the
+/// restored file, whose content is the backup's plus what arrives afterwards — the old file's
+/// WAL is not replayed into it (that would mix two databases' pages), and it stays intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_backup_is_taken_as_it_is() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut app, client) = start_online(dir.path(), broker.port, &[]).await;
+    let pid = app.pid().expect("pid");
+    publish(&client, 100).await;
+    wait_count(&app.db, 100, || app.log());
+    let backup = dir.path().join("backup.db");
+    {
+        let conn = rusqlite::Connection::open(&app.db).expect("open");
+        conn.busy_timeout(Duration::from_secs(5))
+            .expect("busy timeout");
+        conn.execute("VACUUM INTO ?1", [backup.to_string_lossy()])
+            .expect("backup");
+    }
+    // 50 more, in the file that is about to be replaced (in its WAL, not yet checkpointed).
+    publish(&client, 50).await;
+    wait_count(&app.db, 150, || app.log());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    std::fs::rename(&backup, &app.db).expect("restore");
+    app.wait_log(
+        "while running: nothing more is stored or acknowledged",
+        1,
+        T,
+    );
+    app.wait_log("printernizer-stats started", 2, T);
+    assert_eq!(app.pid(), Some(pid), "started over in place");
+    publish(&client, 30).await;
+    wait_count(&app.db, 130, || app.log());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(count_in(&app.db), 130, "{}", app.log());
+    assert!(app.stop(), "clean exit");
+    let conn = rusqlite::Connection::open(&app.db).expect("open");
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check");
+    assert_eq!(check, "ok");
+}
