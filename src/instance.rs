@@ -131,8 +131,9 @@ pub fn mqtt_client_id(db: &Path, derived: String) -> String {
 /// aside (an emptied or damaged file with its `-wal`/`-shm` as `<name>.<kind>-<UTC time>`,
 /// kept for inspection; the `-wal`/`-shm` of a deleted or replaced file likewise, since SQLite
 /// would replay a stale WAL into the new or restored file — the writer's checkpoint on close
-/// removes it only when its connection is the last one, which a test found not always so), so
-/// that the next start creates a new database or takes the restored one as it is.
+/// does not remove it, most likely because SQLite refuses to write to a database file moved
+/// since it was opened, `SQLITE_READONLY_DBMOVED`; a test saw it replayed), so that the next
+/// start creates a new database or takes the restored one as it is.
 pub fn set_aside(db: &Path, loss: crate::store::FileLoss) {
     use crate::store::FileLoss;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
